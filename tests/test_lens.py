@@ -1,0 +1,50 @@
+"""Logit lens and direct logit attribution add up on both architectures."""
+
+import torch
+
+from utils.lens import (
+    answer_rank,
+    component_direct_logit_attribution,
+    head_direct_logit_attribution,
+    logit_difference_direction,
+    logit_lens,
+    residual_stack,
+)
+
+PROMPT = "When Mary and John went to the store, John gave a drink to"
+
+
+def test_logit_lens_final_row_is_the_model_output(any_model):
+    with torch.no_grad():
+        logits, cache = any_model.run_with_cache(any_model.to_tokens(PROMPT))
+        lens = logit_lens(any_model, cache)
+    assert lens.shape == (any_model.cfg.n_layers + 1, 1, any_model.cfg.d_vocab)
+    assert torch.allclose(lens[-1, 0], logits[0, -1], atol=1e-3)
+    assert residual_stack(any_model, cache).shape == (any_model.cfg.n_layers + 1, 1, any_model.cfg.d_model)
+
+
+def test_answer_rank():
+    logits = torch.tensor([[[0.1, 0.5, 0.2]], [[0.9, 0.0, 0.3]]])  # (layers=2, batch=1, vocab=3)
+    assert answer_rank(logits, torch.tensor([2])).tolist() == [[1], [1]]
+    assert answer_rank(logits, torch.tensor([0])).tolist() == [[2], [0]]
+
+
+def test_direct_attributions_add_up_to_the_logit_difference(any_model):
+    tokens = any_model.to_tokens(PROMPT)
+    mary = torch.tensor([any_model.to_single_token(" Mary")])
+    john = torch.tensor([any_model.to_single_token(" John")])
+    with torch.no_grad():
+        logits, cache = any_model.run_with_cache(tokens)
+        directions = logit_difference_direction(any_model, mary, john)
+        heads = head_direct_logit_attribution(any_model, cache, directions)
+        parts = component_direct_logit_attribution(any_model, cache, directions)
+    difference = (logits[0, -1, mary] - logits[0, -1, john]).item()
+    scale = cache["ln_final.hook_scale"][0, -1, 0]
+    bias_terms = torch.zeros(any_model.cfg.n_layers)
+    for layer in range(any_model.cfg.n_layers):
+        b_O = any_model.blocks[layer].attn.b_O
+        if b_O is not None:
+            bias_terms[layer] = (b_O @ directions[0]) / scale
+    total = parts["embed"] + parts["attn"].sum() + parts["mlp"].sum()
+    assert abs(total.item() - difference) < 1e-3 * max(1.0, abs(difference))
+    assert torch.allclose(heads.sum(dim=1) + bias_terms, parts["attn"], atol=1e-3)

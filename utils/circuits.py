@@ -1,0 +1,84 @@
+"""Weight-based views of heads: the QK and OV circuits (Elhage et al., 2021).
+
+In the compatibility mode the bridge folds each norm's weights into the matrices that
+read from it, so ``W_Q``, ``W_K``, ``W_V`` act on the *normalised* residual stream and
+``W_U`` on the normalised final residual. Models with grouped-query attention store
+fewer key/value heads than query heads; :func:`expand_kv_heads` repeats them so that
+every query head has its own ``W_K`` / ``W_V`` slice.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from utils.hooks import check_heads
+
+
+def expand_kv_heads(values: Tensor, n_heads: int, head_dim: int = 1) -> Tensor:
+    """Repeat grouped key/value heads so that there is one per query head.
+
+    Query head ``h`` uses key/value head ``h // (n_heads // n_kv_heads)``, as in
+    Llama-style grouped-query attention.
+
+    Args:
+        values: a tensor whose dimension ``head_dim`` counts key/value heads.
+        n_heads: the number of query heads; a multiple of the key/value heads.
+    """
+    n_kv = values.shape[head_dim]
+    if n_heads % n_kv:
+        raise ValueError(f"{n_heads} query heads cannot share {n_kv} key/value heads evenly")
+    return values.repeat_interleave(n_heads // n_kv, dim=head_dim)
+
+
+def head_weights(model: Any, layer: int, head: int) -> dict[str, Tensor]:
+    """``W_Q``, ``W_K``, ``W_V`` (``(d_model, d_head)``) and ``W_O`` (``(d_head, d_model)``) of one head."""
+    check_heads(model, [(layer, head)])
+    n_heads = model.cfg.n_heads
+    return {
+        "W_Q": model.W_Q[layer, head],
+        "W_K": expand_kv_heads(model.W_K[layer], n_heads, head_dim=0)[head],
+        "W_V": expand_kv_heads(model.W_V[layer], n_heads, head_dim=0)[head],
+        "W_O": model.W_O[layer, head],
+    }
+
+
+def qk_circuit(model: Any, layer: int, head: int) -> Tensor:
+    """``W_Q W_K^T`` (``(d_model, d_model)``, rank at most ``d_head``): which residual
+    directions at the query attend to which at the key, before positional rotation."""
+    weights = head_weights(model, layer, head)
+    return weights["W_Q"] @ weights["W_K"].T
+
+
+def ov_circuit(model: Any, layer: int, head: int) -> Tensor:
+    """``W_V W_O`` (``(d_model, d_model)``): what the head writes for what it attends to."""
+    weights = head_weights(model, layer, head)
+    return weights["W_V"] @ weights["W_O"]
+
+
+def ov_copying_scores(model: Any, token_ids: Tensor) -> Tensor:
+    """How much each head's OV circuit copies tokens, ``Tensor[n_layers, n_heads]``.
+
+    For each sampled token ``t``, the head is assumed to attend fully to ``t``: its
+    (normalised) embedding goes through ``W_V W_O`` and the unembedding, restricted to
+    the sampled tokens. The score is the fraction of tokens whose own logit is the
+    largest, so 1 means a perfect copier and ``1 / len(token_ids)`` is chance.
+    """
+    if token_ids.ndim != 1 or token_ids.numel() < 2:
+        raise ValueError("token_ids must be a 1-D tensor of at least two token ids")
+    n_heads = model.cfg.n_heads
+    embeddings = model.W_E[token_ids]
+    embeddings = embeddings / embeddings.pow(2).mean(-1, keepdim=True).sqrt()
+    unembed = model.W_U[:, token_ids]
+    own = torch.arange(token_ids.numel(), device=embeddings.device)
+    scores = torch.zeros(model.cfg.n_layers, n_heads)
+    with torch.no_grad():
+        for layer in range(model.cfg.n_layers):
+            W_V = expand_kv_heads(model.W_V[layer], n_heads, head_dim=0)
+            values = torch.einsum("tm,hmd->htd", embeddings, W_V)
+            written = torch.einsum("htd,hdm->htm", values, model.W_O[layer])
+            logits = written @ unembed  # (n_heads, tokens, tokens)
+            scores[layer] = (logits.argmax(dim=-1) == own).float().mean(dim=-1).cpu()
+    return scores
