@@ -12,3 +12,9 @@ Modules:
 """
 
 __version__ = "0.1.0"
+
+import warnings as _warnings
+
+# Outside Jupyter widgets, tqdm warns on import in every notebook; the course shows no
+# progress bars, so the warning is noise in the book.
+_warnings.filterwarnings("ignore", message="IProgress not found")

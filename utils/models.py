@@ -94,7 +94,9 @@ def embedded_model_dir() -> Path:
 
 def _convert_gguf(gguf_path: Path, target: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()
     tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
     hf_model = AutoModelForCausalLM.from_pretrained(
         gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32
@@ -176,8 +178,11 @@ def load_model(name: str | None = None, *, device: str | None = None) -> Transfo
             missing; the message names the install command.
         ValueError: the name is unknown to TransformerLens.
     """
+    from transformers.utils import logging as hf_logging
+
     source = resolve_model_name(name)
     device = device or default_device()
+    hf_logging.disable_progress_bar()  # progress bars would clutter every chapter's output
     model = TransformerBridge.boot_transformers(source, device=device)
     model.enable_compatibility_mode(disable_warnings=True)
     model.eval()
