@@ -94,3 +94,31 @@ def test_builtin_facts_are_well_formed():
     assert len(FACTS) >= 30
     for fact in FACTS:
         assert fact.subject in fact.prompt and fact.answer.startswith(" ")
+
+
+def test_toy_movie_reviews(any_model):
+    from utils.datasets import sentiment_score, toy_movie_reviews
+
+    data = toy_movie_reviews(any_model, 8, seed=0)
+    assert len(data) == 8 and data.labels.tolist() == [1, 0] * 4
+    rows = torch.arange(8)
+    adjectives = [any_model.tokenizer.decode([t]).strip() for t in data.tokens[rows, data.adjective_pos]]
+    assert all(a in p for a, p in zip(adjectives, data.prompts))
+    verbs = [any_model.tokenizer.decode([t]).strip() for t in data.tokens[rows, data.verb_pos]]
+    assert all(v.endswith("ed") for v in verbs)
+    with pytest.raises(ValueError, match="even"):
+        toy_movie_reviews(any_model, 3)
+    logits = torch.zeros(2, 1, any_model.cfg.d_vocab)
+    logits[0, 0, data.positive_ids] = 1.0
+    assert sentiment_score(logits, data.positive_ids, data.negative_ids).tolist() == [1.0, 0.0]
+
+
+def test_embedded_model_follows_review_sentiment(embedded_model):
+    from utils.datasets import sentiment_score, toy_movie_reviews
+
+    data = toy_movie_reviews(embedded_model, 16, seed=0)
+    with torch.no_grad():
+        scores = sentiment_score(embedded_model(data.tokens), data.positive_ids, data.negative_ids)
+    positive, negative = scores[data.labels == 1], scores[data.labels == 0]
+    print(f"positive reviews {positive.mean():.2f}, negative reviews {negative.mean():.2f}")
+    assert positive.mean() - negative.mean() > 1.0

@@ -371,3 +371,91 @@ def factual_recall_dataset(model: Any, facts: Sequence[Fact] | None = None) -> F
         n_candidates=len(candidates),
         rejected=rejected,
     )
+
+
+POSITIVE_ADJECTIVES = ("good", "great", "amazing", "excellent", "wonderful", "fantastic",
+                       "perfect", "brilliant", "beautiful", "lovely")
+NEGATIVE_ADJECTIVES = ("bad", "terrible", "awful", "horrible", "boring", "dreadful",
+                       "poor", "stupid", "ugly", "weak")
+POSITIVE_VERBS = ("loved", "enjoyed", "liked", "adored")
+NEGATIVE_VERBS = ("hated", "disliked", "despised", "loathed")
+# After "This movie is", these words carry the verdict.
+POSITIVE_ANSWERS = (" great", " amazing", " good", " excellent", " awesome")
+NEGATIVE_ANSWERS = (" terrible", " bad", " awful", " boring", " horrible")
+MOVIE_REVIEW_TEMPLATE = "I thought this movie was {ADJ}, I {VERB} it. Conclusion: This movie is"
+
+
+@dataclass
+class SentimentDataset:
+    """ToyMovieReview prompts (Tigges et al., 2023): a review whose adjective and verb
+    carry its sentiment, ending where the model states a verdict.
+
+    ``labels`` is 1 for positive and 0 for negative reviews; ``adjective_pos`` and
+    ``verb_pos`` are the positions (BOS counted) of the sentiment words.
+    ``positive_ids`` / ``negative_ids`` are single-token verdict words.
+    """
+
+    prompts: list[str]
+    tokens: Tensor
+    labels: Tensor
+    adjective_pos: int
+    verb_pos: int
+    positive_ids: Tensor
+    negative_ids: Tensor
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+
+def sentiment_score(logits: Tensor, positive_ids: Tensor, negative_ids: Tensor) -> Tensor:
+    """Per prompt, mean logit of the positive verdict words minus mean of the negative
+    ones at the last position: ``(batch,)``. Positive means the model leans positive."""
+    if logits.ndim != 3:
+        raise ValueError(f"logits must be (batch, pos, d_vocab), got {tuple(logits.shape)}")
+    last = logits[:, -1]
+    return last[:, positive_ids.to(last.device)].mean(-1) - last[:, negative_ids.to(last.device)].mean(-1)
+
+
+def toy_movie_reviews(model: Any, n_prompts: int = 16, *, seed: int = 0) -> SentimentDataset:
+    """Balanced positive / negative ToyMovieReview prompts of one token length.
+
+    Words that are not a single token (with their leading space) for the loaded
+    tokenizer are left out, so every prompt has the same length.
+    """
+    if n_prompts < 2 or n_prompts % 2:
+        raise ValueError("n_prompts must be an even number >= 2 (half positive, half negative)")
+
+    def singles(words: Sequence[str]) -> list[str]:
+        return [w for w in words if is_single_token(model, " " + w)]
+
+    pools = {
+        1: (singles(POSITIVE_ADJECTIVES), singles(POSITIVE_VERBS)),
+        0: (singles(NEGATIVE_ADJECTIVES), singles(NEGATIVE_VERBS)),
+    }
+    for label, (adjectives, verbs) in pools.items():
+        if not adjectives or not verbs:
+            raise ValueError(f"no single-token {'positive' if label else 'negative'} words for this tokenizer")
+    rng = random.Random(seed)
+    prompts, labels = [], []
+    for i in range(n_prompts):
+        label = 1 - i % 2
+        adjectives, verbs = pools[label]
+        prompts.append(MOVIE_REVIEW_TEMPLATE.format(ADJ=rng.choice(adjectives), VERB=rng.choice(verbs)))
+        labels.append(label)
+    tokens, _ = tokens_of_equal_length(model, prompts, prompts)
+    # The word's leading space belongs to its token, so the prefix is measured without it.
+    prefix = MOVIE_REVIEW_TEMPLATE.split("{ADJ}")[0].rstrip()
+    adjective_pos = model.to_tokens(prefix).shape[-1]
+    verb_prefix = MOVIE_REVIEW_TEMPLATE.split("{VERB}")[0].format(ADJ=pools[1][0][0]).rstrip()
+    verb_pos = model.to_tokens(verb_prefix).shape[-1]
+    positive = [single_token_id(model, w) for w in POSITIVE_ANSWERS if is_single_token(model, w)]
+    negative = [single_token_id(model, w) for w in NEGATIVE_ANSWERS if is_single_token(model, w)]
+    return SentimentDataset(
+        prompts=prompts,
+        tokens=tokens,
+        labels=torch.tensor(labels),
+        adjective_pos=adjective_pos,
+        verb_pos=verb_pos,
+        positive_ids=torch.tensor(positive),
+        negative_ids=torch.tensor(negative),
+    )
