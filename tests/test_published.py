@@ -1,0 +1,37 @@
+"""Published head indices: data integrity and the comparison report."""
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from utils.published import PUBLISHED_HEADS, compare_with_published, model_key, published_heads
+
+BIB = (Path(__file__).resolve().parents[1] / "book" / "references.bib").read_text()
+
+
+def fake_model(name, shape=(12, 12, 768, 50257)):
+    n_layers, n_heads, d_model, d_vocab = shape
+    return SimpleNamespace(cfg=SimpleNamespace(model_name=name, n_layers=n_layers, n_heads=n_heads, d_model=d_model, d_vocab=d_vocab))
+
+
+def test_entries_are_valid_gpt2_small_heads_with_known_sources():
+    for entry in PUBLISHED_HEADS:
+        assert entry.heads and all(0 <= l < 12 and 0 <= h < 12 for l, h in entry.heads)
+        assert "{" + entry.source + "," in BIB, f"{entry.source} missing from references.bib"
+
+
+def test_model_key():
+    assert model_key(fake_model("gpt2")) == "gpt2-small"
+    assert model_key(fake_model("openai-community/gpt2")) == "gpt2-small"
+    assert model_key(fake_model("gpt2", shape=(3, 4, 64, 50257))) is None  # a random tiny GPT-2
+    assert model_key(fake_model("/cache/SmolLM2-135M-Instruct", shape=(30, 9, 576, 49152))) is None
+
+
+def test_compare_reports_overlap_on_gpt2_and_no_transfer_elsewhere(embedded_model):
+    report = compare_with_published(fake_model("gpt2"), "name mover", [(9, 9), (3, 3)])
+    assert "9.9, 9.6, 10.0" in report and "in both: 9.9 (1 of 3 published)" in report
+    report = compare_with_published(embedded_model, "name mover", [(20, 1)])
+    assert "20.1" in report and "do not transfer" in report
+    with pytest.raises(ValueError, match="recorded"):
+        published_heads("no such head")
