@@ -9,7 +9,6 @@ STAMP := $(VENV)/.course-installed
 # The default path never touches a model hub.
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
-export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
 
 .PHONY: setup book test clean
