@@ -98,7 +98,9 @@ CHAPTER_TITLES: dict[str, str] = {
 
 #: Notebook slugs of the chapters that exist in the book today. Update this set when
 #: a chapter is added; :func:`chapter_exists` checks the file system itself.
-COVERED_CHAPTERS: frozenset[str] = frozenset({"notebooks/00_background"})
+COVERED_CHAPTERS: frozenset[str] = frozenset(
+    {"notebooks/00_background", "notebooks/12_directional_addition_subtraction"}
+)
 
 _KR = "notebooks/01_knowledge_recalling"
 _ICI = "notebooks/02_in_context_identification"
@@ -911,6 +913,7 @@ METHODS: tuple[Method, ...] = (
         ),
         papers=("tigges2023linear", "yu2024correcting", "turner2023activation"),
         survey_name="Directional Addition",
+        chapter=_DIR,
         planned_chapters=(_DIR,),
     ),
     Method(
@@ -924,6 +927,7 @@ METHODS: tuple[Method, ...] = (
         ),
         papers=("tigges2023linear", "liang2024controllable"),
         survey_name="Directional Subtraction",
+        chapter=_DIR,
         planned_chapters=(_DIR,),
     ),
     Method(

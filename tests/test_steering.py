@@ -1,0 +1,376 @@
+"""Directional addition and subtraction (utils.steering) on both architectures."""
+
+import pytest
+import torch
+
+from utils.datasets import sentiment_score, toy_movie_reviews
+from utils.hooks import z_hook_name
+from utils.steering import (
+    add_direction_hooks,
+    add_to_heads_hooks,
+    direct_contributions,
+    greedy_continuation,
+    head_addition_sweep,
+    head_output_differences,
+    mean_difference,
+    project_out_of_heads_hooks,
+    projection_accuracy,
+    projection_effect_size,
+    random_directions_like,
+    random_heads,
+    removed_direct_effect,
+    residual_directions,
+    sentiment_logit_direction,
+    split_reviews_by_adjective,
+    steering_sweep,
+    top_heads,
+)
+
+PROMPTS = ["When Mary and John went to the store, John gave a drink to"] * 2
+
+
+def capture_hook(store, key):
+    def hook(value, hook):
+        store[key] = value.clone()
+
+    return hook
+
+
+# --- data -------------------------------------------------------------------
+
+
+def test_split_by_adjective_is_disjoint_and_deduplicated(embedded_model):
+    reviews = toy_movie_reviews(embedded_model, 80, seed=0)
+    train, test = split_reviews_by_adjective(reviews, seed=0)
+    assert len(set(train.prompts)) == len(train.prompts)
+    assert len(set(test.prompts)) == len(test.prompts)
+    train_adj = set(train.tokens[:, reviews.adjective_pos].tolist())
+    test_adj = set(test.tokens[:, reviews.adjective_pos].tolist())
+    assert train_adj and test_adj and not train_adj & test_adj
+    for split in (train, test):
+        assert set(split.labels.tolist()) == {0, 1}
+        assert split.tokens.shape[0] == len(split.prompts) == split.labels.shape[0]
+    assert split_reviews_by_adjective(reviews, seed=0)[0].prompts == train.prompts
+
+
+def test_split_needs_two_adjectives_per_class(embedded_model):
+    with pytest.raises(ValueError, match="distinct adjective"):
+        split_reviews_by_adjective(toy_movie_reviews(embedded_model, 2, seed=0))
+    with pytest.raises(TypeError, match="SentimentDataset"):
+        split_reviews_by_adjective(["not a dataset"])
+
+
+# --- directions -------------------------------------------------------------
+
+
+def test_mean_difference_and_its_errors():
+    acts = torch.tensor([[1.0, 0.0], [3.0, 0.0], [0.0, 2.0]])
+    labels = torch.tensor([1, 1, 0])
+    assert torch.allclose(mean_difference(acts, labels), torch.tensor([2.0, -2.0]))
+    assert torch.allclose(mean_difference(acts.T, labels, batch_dim=1), torch.tensor([2.0, -2.0]))
+    with pytest.raises(ValueError, match="labels for a batch"):
+        mean_difference(acts, torch.tensor([1, 0]))
+    with pytest.raises(ValueError, match="0 or 1"):
+        mean_difference(acts, torch.tensor([1, 2, 0]))
+    with pytest.raises(ValueError, match="both classes"):
+        mean_difference(acts, torch.tensor([1, 1, 1]))
+    with pytest.raises(TypeError):
+        mean_difference(acts, [1, 1, 0])
+
+
+def test_residual_and_head_directions(any_model):
+    tokens = any_model.to_tokens(["The film was great and", "The film was awful and"])
+    labels = torch.tensor([1, 0])
+    with torch.no_grad():
+        _, cache = any_model.run_with_cache(tokens)
+    cfg = any_model.cfg
+    resid = residual_directions(any_model, cache, labels, pos=-1)
+    assert resid.shape == (cfg.n_layers + 1, cfg.d_model)
+    manual = cache["blocks.1.hook_resid_pre"][0, -1] - cache["blocks.1.hook_resid_pre"][1, -1]
+    assert torch.allclose(resid[1], manual, atol=1e-5)
+    heads = head_output_differences(any_model, cache, labels, pos=-1)
+    assert heads.shape == (cfg.n_layers, cfg.n_heads, cfg.d_head)
+    z = cache[z_hook_name(0)][:, -1, 1]
+    assert torch.allclose(heads[0, 1], z[0] - z[1], atol=1e-5)
+
+
+def test_sentiment_logit_direction_reads_the_score(any_model):
+    tokens = any_model.to_tokens(PROMPTS[:1])
+    positive, negative = torch.tensor([10, 20, 30]), torch.tensor([40, 50])
+    with torch.no_grad():
+        logits, cache = any_model.run_with_cache(tokens)
+    direction = sentiment_logit_direction(any_model, positive, negative)
+    normalised = any_model.ln_final(cache[f"blocks.{any_model.cfg.n_layers - 1}.hook_resid_post"][:, -1])
+    bias = getattr(any_model, "b_U", None)
+    offset = 0.0 if bias is None else float(bias[positive].mean() - bias[negative].mean())
+    expected = sentiment_score(logits, positive, negative)
+    assert torch.allclose(normalised @ direction + offset, expected, atol=1e-3)
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        sentiment_logit_direction(any_model, torch.tensor([any_model.cfg.d_vocab]), negative)
+    with pytest.raises(ValueError, match="non-empty"):
+        sentiment_logit_direction(any_model, torch.tensor([], dtype=torch.long), negative)
+
+
+def test_random_directions_like():
+    direction = torch.arange(1.0, 9.0)
+    draws = random_directions_like(direction, 3, seed=4)
+    assert draws.shape == (3, 8)
+    assert torch.allclose(draws.norm(dim=-1), direction.norm().expand(3))
+    assert torch.equal(draws, random_directions_like(direction, 3, seed=4))
+    assert not torch.allclose(draws, random_directions_like(direction, 3, seed=5))
+    with pytest.raises(ValueError, match="1-D"):
+        random_directions_like(direction[None], 1)
+    with pytest.raises(ValueError, match="positive int"):
+        random_directions_like(direction, 0)
+
+
+def test_projection_accuracy():
+    train = torch.tensor([[2.0, 0.0], [3.0, 1.0], [-2.0, 0.0], [-1.0, 5.0]])
+    train_labels = torch.tensor([1, 1, 0, 0])
+    test = torch.tensor([[1.5, 0.0], [-3.0, 0.0], [-2.5, 0.0]])
+    test_labels = torch.tensor([1, 0, 0])
+    right = torch.tensor([1.0, 0.0])
+    assert float(projection_accuracy(train, train_labels, test, test_labels, right)) == 1.0
+    assert float(projection_accuracy(train, train_labels, test, test_labels, -right)) == 1.0
+    # A direction that reverses between the splits scores 0: the threshold comes from train.
+    flipped_test = torch.tensor([[-1.5, 0.0], [3.0, 0.0], [2.5, 0.0]])
+    assert float(projection_accuracy(train, train_labels, flipped_test, test_labels, right)) == 0.0
+    stacked = projection_accuracy(
+        train.expand(4, -1, -1), train_labels, test.expand(4, -1, -1), test_labels, right.expand(4, -1)
+    )
+    assert stacked.shape == (4,)
+    with pytest.raises(ValueError, match="directions have size"):
+        projection_accuracy(train, train_labels, test, test_labels, torch.ones(3))
+    with pytest.raises(ValueError, match="labels for a batch"):
+        projection_accuracy(train, train_labels, test, train_labels, right)
+
+
+def test_projection_effect_size():
+    train = torch.tensor([[2.0, 0.0], [3.0, 1.0], [-2.0, 0.0], [-1.0, 5.0]])
+    train_labels = torch.tensor([1, 1, 0, 0])
+    test = torch.tensor([[1.0, 0.0], [3.0, 0.0], [-1.0, 0.0], [-3.0, 0.0]])
+    test_labels = torch.tensor([1, 1, 0, 0])
+    # class means +2 and -2, both with standard deviation sqrt(2): d = 4 / sqrt(2)
+    expected = 4 / 2**0.5
+    right = torch.tensor([1.0, 0.0])
+    assert abs(float(projection_effect_size(train, train_labels, test, test_labels, right)) - expected) < 1e-5
+    # the sign is taken from the train set, so a reversed direction gives the same value
+    reversed_value = float(projection_effect_size(train, train_labels, test, test_labels, -right))
+    assert abs(reversed_value - expected) < 1e-5
+    with pytest.raises(ValueError, match="at least two prompts"):
+        projection_effect_size(train, train_labels, test[:3], torch.tensor([1, 1, 0]), right)
+
+
+# --- directional addition ---------------------------------------------------
+
+
+def test_add_direction_hooks_shift_every_position_but_bos(any_model):
+    tokens = any_model.to_tokens(PROMPTS)
+    layer = 1
+    direction = torch.randn(any_model.cfg.d_model, generator=torch.Generator().manual_seed(0))
+    name = f"blocks.{layer}.hook_resid_pre"
+    store = {}
+    scale = torch.tensor([2.0, -1.0])
+    with torch.no_grad():
+        any_model.run_with_hooks(tokens, fwd_hooks=[(name, capture_hook(store, "clean"))])
+        any_model.run_with_hooks(
+            tokens,
+            fwd_hooks=add_direction_hooks(any_model, layer, direction, scale)
+            + [(name, capture_hook(store, "steered"))],
+        )
+    change = store["steered"] - store["clean"]
+    assert torch.allclose(change[:, 0], torch.zeros_like(change[:, 0]))
+    assert torch.allclose(change[0, 1:], (2.0 * direction).expand_as(change[0, 1:]), atol=1e-4)
+    assert torch.allclose(change[1, 1:], (-1.0 * direction).expand_as(change[1, 1:]), atol=1e-4)
+
+
+def test_add_direction_hooks_errors(any_model):
+    good = torch.zeros(any_model.cfg.d_model)
+    with pytest.raises(ValueError, match="shape"):
+        add_direction_hooks(any_model, 0, torch.zeros(3))
+    with pytest.raises(ValueError, match="out of range"):
+        add_direction_hooks(any_model, any_model.cfg.n_layers + 1, good)
+    with pytest.raises(ValueError, match="start_pos"):
+        add_direction_hooks(any_model, 0, good, start_pos=-1)
+    with pytest.raises(TypeError, match="scale"):
+        add_direction_hooks(any_model, 0, good, "big")
+    hooks = add_direction_hooks(any_model, 0, good, torch.ones(5))
+    with pytest.raises(ValueError, match="5 values for a batch of 2"):
+        any_model.run_with_hooks(any_model.to_tokens(PROMPTS), fwd_hooks=hooks)
+
+
+def test_steering_sweep_at_zero_is_the_clean_run(any_model):
+    tokens = any_model.to_tokens(PROMPTS)
+    # not a constant vector: LayerNorm would centre it away
+    direction = 10 * torch.randn(any_model.cfg.d_model, generator=torch.Generator().manual_seed(3))
+
+    def metric(logits):
+        return logits[:, -1, 0]
+
+    with torch.no_grad():
+        clean = metric(any_model(tokens))
+        hooks = add_direction_hooks(any_model, 1, direction, 1.0)
+        one_alpha = metric(any_model.run_with_hooks(tokens, fwd_hooks=hooks))
+    swept = steering_sweep(any_model, tokens, 1, direction, [0.0, 1.0], metric)
+    assert swept.shape == (2, 2)
+    assert torch.allclose(swept[0], clean, atol=1e-3)
+    assert torch.allclose(swept[1], one_alpha, atol=1e-3)
+    assert not torch.allclose(swept[1], clean, atol=1e-3)
+    rows = steering_sweep(any_model, tokens, 1, direction, [0.0, 1.0], lambda logits: logits[:, -1, :3])
+    assert rows.shape == (2, 2, 3)
+    with pytest.raises(ValueError, match="empty"):
+        steering_sweep(any_model, tokens, 1, direction, [], metric)
+    with pytest.raises(ValueError, match="one value"):
+        steering_sweep(any_model, tokens, 1, direction, [1.0], lambda logits: logits.mean())
+
+
+def test_head_addition_sweep_matches_separate_runs(any_model):
+    tokens = any_model.to_tokens(PROMPTS)
+    cfg = any_model.cfg
+    z_dirs = torch.randn(cfg.n_layers, cfg.n_heads, cfg.d_head, generator=torch.Generator().manual_seed(5))
+    head_sets = [[(0, 0)], [(1, 1)], [(0, 0), (1, 1)]]
+
+    def metric(logits):
+        return logits[:, -1, :4]
+
+    swept = head_addition_sweep(any_model, tokens, head_sets, z_dirs, metric, scale=2.0)
+    assert swept.shape == (3, 2, 4)
+    with torch.no_grad():
+        for index, heads in enumerate(head_sets):
+            hooks = add_to_heads_hooks(any_model, heads, z_dirs, 2.0)
+            alone = metric(any_model.run_with_hooks(tokens, fwd_hooks=hooks))
+            assert torch.allclose(swept[index], alone, atol=1e-3)
+    with pytest.raises(ValueError, match="empty"):
+        head_addition_sweep(any_model, tokens, [], z_dirs, metric)
+
+
+def test_add_to_heads_hooks_changes_one_head_at_one_position(any_model):
+    tokens = any_model.to_tokens(PROMPTS)
+    cfg = any_model.cfg
+    layer, head = 1, 1
+    z_dirs = torch.zeros(cfg.n_layers, cfg.n_heads, cfg.d_head)
+    z_dirs[layer, head] = 1.0
+    store = {}
+    name = z_hook_name(layer)
+    with torch.no_grad():
+        any_model.run_with_hooks(tokens, fwd_hooks=[(name, capture_hook(store, "clean"))])
+        any_model.run_with_hooks(
+            tokens,
+            fwd_hooks=add_to_heads_hooks(any_model, [(layer, head)], z_dirs, 3.0, pos=-1)
+            + [(name, capture_hook(store, "steered"))],
+        )
+    change = store["steered"] - store["clean"]
+    assert torch.allclose(change[:, -1, head], torch.full((2, cfg.d_head), 3.0), atol=1e-5)
+    change[:, -1, head] = 0.0
+    assert torch.count_nonzero(change) == 0
+    with pytest.raises(ValueError, match="z_directions"):
+        add_to_heads_hooks(any_model, [(layer, head)], torch.zeros(2, 2, 2))
+    with pytest.raises(ValueError, match="out of range"):
+        add_to_heads_hooks(any_model, [(layer, cfg.n_heads)], z_dirs)
+
+
+# --- directional subtraction ------------------------------------------------
+
+
+def test_project_out_removes_only_the_heads_component(any_model):
+    tokens = any_model.to_tokens(PROMPTS)
+    cfg = any_model.cfg
+    layer, heads = 1, [(1, 0), (1, 2)]
+    direction = torch.randn(cfg.d_model, generator=torch.Generator().manual_seed(1))
+    unit = direction / direction.norm()
+    store = {}
+    with torch.no_grad():
+        names = [z_hook_name(layer), f"blocks.{layer}.hook_attn_out"]
+        _, cache = any_model.run_with_cache(tokens, names_filter=names)
+        any_model.run_with_hooks(
+            tokens,
+            fwd_hooks=project_out_of_heads_hooks(any_model, heads, direction)
+            + [(f"blocks.{layer}.hook_attn_out", capture_hook(store, "out"))],
+        )
+    z = cache[z_hook_name(layer)]
+    written = torch.stack([z[:, :, h] @ any_model.W_O[layer, h] for _, h in heads]).sum(0)
+    expected = cache[f"blocks.{layer}.hook_attn_out"] - (written @ unit)[..., None] * unit
+    assert torch.allclose(store["out"], expected, atol=1e-4)
+
+
+def test_project_out_errors(any_model):
+    cfg = any_model.cfg
+    with pytest.raises(ValueError, match="zero"):
+        project_out_of_heads_hooks(any_model, [(0, 0)], torch.zeros(cfg.d_model))
+    with pytest.raises(ValueError, match="one per layer"):
+        project_out_of_heads_hooks(any_model, [(0, 0)], torch.ones(1, cfg.d_model))
+    with pytest.raises(ValueError, match="d_model"):
+        project_out_of_heads_hooks(any_model, [(0, 0)], torch.ones(cfg.d_model + 1))
+    with pytest.raises(ValueError, match="out of range"):
+        project_out_of_heads_hooks(any_model, [(cfg.n_layers, 0)], torch.ones(cfg.d_model))
+
+
+def test_removed_direct_effect_is_the_heads_direct_contribution_along_the_readout(any_model):
+    tokens = any_model.to_tokens(PROMPTS)
+    cfg = any_model.cfg
+    readout = torch.randn(cfg.d_model, generator=torch.Generator().manual_seed(6))
+    heads = [(0, 1), (1, 0)]
+    with torch.no_grad():
+        _, cache = any_model.run_with_cache(tokens)
+    # projecting out the readout itself removes exactly the heads' direct contribution
+    removed = removed_direct_effect(any_model, cache, heads, readout, readout)
+    parts = direct_contributions(any_model, cache, readout)["heads"]
+    assert torch.allclose(removed, parts[:, 0, 1] + parts[:, 1, 0], atol=1e-4)
+    # a direction orthogonal to the readout removes nothing that the readout sees
+    other = torch.randn(cfg.d_model, generator=torch.Generator().manual_seed(7))
+    other = other - (other @ readout) / (readout @ readout) * readout
+    orthogonal = removed_direct_effect(any_model, cache, heads, other, readout)
+    assert torch.allclose(orthogonal, torch.zeros(2), atol=1e-4)
+    with pytest.raises(ValueError, match="readout"):
+        removed_direct_effect(any_model, cache, heads, readout, torch.ones(3))
+    with pytest.raises(ValueError, match="one per layer"):
+        removed_direct_effect(any_model, cache, heads, readout[None], readout)
+
+
+# --- who carries the signal -------------------------------------------------
+
+
+def test_direct_contributions_add_up_to_the_readout(any_model):
+    tokens = any_model.to_tokens(PROMPTS)
+    cfg = any_model.cfg
+    direction = torch.randn(cfg.d_model, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        _, cache = any_model.run_with_cache(tokens)
+    parts = direct_contributions(any_model, cache, direction)
+    assert parts["heads"].shape == (2, cfg.n_layers, cfg.n_heads)
+    assert parts["mlp"].shape == (2, cfg.n_layers)
+    scale = cache["ln_final.hook_scale"][:, -1, 0]
+    rest = cache["hook_embed"][:, -1]
+    if "hook_pos_embed" in cache:
+        rest = rest + cache["hook_pos_embed"][:, -1]
+    for layer in range(cfg.n_layers):
+        b_O = any_model.blocks[layer].attn.b_O
+        if b_O is not None:
+            rest = rest + b_O
+    total = parts["heads"].sum((1, 2)) + parts["mlp"].sum(1) + rest @ direction / scale
+    final = cache[f"blocks.{cfg.n_layers - 1}.hook_resid_post"][:, -1] @ direction / scale
+    assert torch.allclose(total, final, atol=1e-3)
+    with pytest.raises(ValueError, match="shape"):
+        direct_contributions(any_model, cache, torch.ones(3))
+
+
+def test_top_and_random_heads(any_model):
+    scores = torch.zeros(any_model.cfg.n_layers, any_model.cfg.n_heads)
+    scores[1, 2], scores[0, 1] = 5.0, 3.0
+    assert top_heads(scores, 2) == [(1, 2), (0, 1)]
+    with pytest.raises(ValueError, match="k must be"):
+        top_heads(scores, 0)
+    drawn = random_heads(any_model, 3, seed=0, exclude=[(1, 2)], min_layer=1)
+    assert len(set(drawn)) == 3 and (1, 2) not in drawn and all(layer >= 1 for layer, _ in drawn)
+    assert drawn == random_heads(any_model, 3, seed=0, exclude=[(1, 2)], min_layer=1)
+    with pytest.raises(ValueError, match="k must be"):
+        random_heads(any_model, 10_000)
+
+
+def test_greedy_continuation(any_model):
+    tokens = any_model.to_tokens(PROMPTS)
+    texts = greedy_continuation(any_model, tokens, 2)
+    assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
+    with pytest.raises(ValueError, match="n_tokens"):
+        greedy_continuation(any_model, tokens, 0)
+
