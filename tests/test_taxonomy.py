@@ -311,3 +311,8 @@ def test_bibliography_page_has_directive() -> None:
     text = (REPO_ROOT / "book" / "bibliography.md").read_text(encoding="utf-8")
     assert "# Bibliography" in text
     assert "```{bibliography}" in text
+
+
+def test_every_covered_chapter_exists() -> None:
+    for slug in tx.COVERED_CHAPTERS:
+        assert tx.chapter_exists(slug), f"COVERED_CHAPTERS lists {slug}, which has no notebook"

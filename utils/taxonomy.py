@@ -1317,8 +1317,12 @@ def _cite(keys: Iterable[str]) -> str:
 
 
 def _where(chapter: str | None, section: str | None, planned: tuple[str, ...]) -> str:
-    """Return the 'where in the course' cell: a link if the chapter exists."""
-    if chapter is not None and chapter_exists(chapter):
+    """Return the 'where in the course' cell: a link if the chapter is covered.
+
+    Coverage is read from :data:`COVERED_CHAPTERS` rather than the file system, so
+    the page does not change with unfinished notebooks lying in a working tree.
+    """
+    if chapter is not None and chapter in COVERED_CHAPTERS:
         return chapter_link(chapter, section)
     text = "not yet covered"
     if planned:
@@ -1389,7 +1393,7 @@ def render_taxonomy_markdown() -> str:
         add("")
         where_stage = (
             chapter_link(stage.chapter)
-            if chapter_exists(stage.chapter)
+            if stage.chapter in COVERED_CHAPTERS
             else f"{chapter_label(stage.chapter)} (coming)"
         )
         add(
