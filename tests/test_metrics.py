@@ -16,14 +16,7 @@ from utils.metrics import (
     retrieval_score,
 )
 
-
-def one_hot_pattern(batch: int, n_heads: int, seq: int, key_of_query) -> torch.Tensor:
-    """Each head h puts all attention on key ``key_of_query(h, i)`` (clamped to causal)."""
-    pattern = torch.zeros(batch, n_heads, seq, seq)
-    for h in range(n_heads):
-        for i in range(seq):
-            pattern[:, h, i, max(0, min(i, key_of_query(h, i)))] = 1.0
-    return pattern
+from patterns import one_hot_pattern
 
 
 def test_logit_diff_known_values():

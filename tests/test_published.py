@@ -35,3 +35,14 @@ def test_compare_reports_overlap_on_gpt2_and_no_transfer_elsewhere(embedded_mode
     assert "20.1" in report and "do not transfer" in report
     with pytest.raises(ValueError, match="recorded"):
         published_heads("no such head")
+
+
+def test_compare_reports_head_types_without_records():
+    gpt2 = fake_model("gpt2")
+    report = compare_with_published(gpt2, "subject", [(3, 4)], studied_on="Pythia-2.8B")
+    assert "3.4" in report and "No published subject heads" in report and "Pythia-2.8B" in report
+    report = compare_with_published(gpt2, "name mover", [(9, 9)], studied_on="x")
+    assert "published for gpt2-small" in report
+    elsewhere = fake_model("SmolLM2", shape=(30, 9, 576, 49152))
+    report = compare_with_published(elsewhere, "subject", [(1, 2)], studied_on="Pythia-2.8B")
+    assert "1.2" in report and "do not transfer" in report and "Pythia-2.8B" in report

@@ -17,13 +17,11 @@ from utils.steering import (
     projection_accuracy,
     projection_effect_size,
     random_directions_like,
-    random_heads,
     removed_direct_effect,
     residual_directions,
     sentiment_logit_direction,
     split_reviews_by_adjective,
     steering_sweep,
-    top_heads,
 )
 
 PROMPTS = ["When Mary and John went to the store, John gave a drink to"] * 2
@@ -352,19 +350,6 @@ def test_direct_contributions_add_up_to_the_readout(any_model):
     assert torch.allclose(total, final, atol=1e-3)
     with pytest.raises(ValueError, match="shape"):
         direct_contributions(any_model, cache, torch.ones(3))
-
-
-def test_top_and_random_heads(any_model):
-    scores = torch.zeros(any_model.cfg.n_layers, any_model.cfg.n_heads)
-    scores[1, 2], scores[0, 1] = 5.0, 3.0
-    assert top_heads(scores, 2) == [(1, 2), (0, 1)]
-    with pytest.raises(ValueError, match="k must be"):
-        top_heads(scores, 0)
-    drawn = random_heads(any_model, 3, seed=0, exclude=[(1, 2)], min_layer=1)
-    assert len(set(drawn)) == 3 and (1, 2) not in drawn and all(layer >= 1 for layer, _ in drawn)
-    assert drawn == random_heads(any_model, 3, seed=0, exclude=[(1, 2)], min_layer=1)
-    with pytest.raises(ValueError, match="k must be"):
-        random_heads(any_model, 10_000)
 
 
 def test_greedy_continuation(any_model):

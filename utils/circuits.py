@@ -74,11 +74,13 @@ def ov_copying_scores(model: Any, token_ids: Tensor) -> Tensor:
     unembed = model.W_U[:, token_ids]
     own = torch.arange(token_ids.numel(), device=embeddings.device)
     scores = torch.zeros(model.cfg.n_layers, n_heads)
+    # A TransformerBridge assembles each stacked weight on every access: read them once.
+    all_W_V, all_W_O = model.W_V, model.W_O
     with torch.no_grad():
         for layer in range(model.cfg.n_layers):
-            W_V = expand_kv_heads(model.W_V[layer], n_heads, head_dim=0)
+            W_V = expand_kv_heads(all_W_V[layer], n_heads, head_dim=0)
             values = torch.einsum("tm,hmd->htd", embeddings, W_V)
-            written = torch.einsum("htd,hdm->htm", values, model.W_O[layer])
+            written = torch.einsum("htd,hdm->htm", values, all_W_O[layer])
             logits = written @ unembed  # (n_heads, tokens, tokens)
             scores[layer] = (logits.argmax(dim=-1) == own).float().mean(dim=-1).cpu()
     return scores

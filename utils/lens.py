@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from utils.hooks import all_head_outputs, check_layer
+from utils.hooks import check_layer, z_hook_name
 
 
 def residual_stack(model: Any, cache: Any, pos: int = -1) -> Tensor:
@@ -73,10 +73,15 @@ def head_direct_logit_attribution(
         ``Tensor[n_layers, n_heads]``.
     """
     scale = cache["ln_final.hook_scale"][:, pos]  # (batch, 1)
+    directions = directions.to(scale.device)
+    # A TransformerBridge assembles the stacked W_O on every access: read it once.
+    W_O = model.W_O
     rows = []
     for layer in range(model.cfg.n_layers):
-        outputs = all_head_outputs(model, cache, layer)[:, pos]  # (batch, n_heads, d_model)
-        projected = torch.einsum("bhm,bm->bh", outputs, directions.to(outputs.device))
+        z = cache[z_hook_name(layer)][:, pos]  # (batch, n_heads, d_head)
+        # Project W_O on each prompt's direction first: d_head numbers per head, not d_model.
+        read_out = torch.einsum("hdm,bm->bhd", W_O[layer].to(z.device), directions)
+        projected = (z * read_out).sum(dim=-1)  # (batch, n_heads)
         rows.append((projected / scale).mean(dim=0))
     return torch.stack(rows)
 

@@ -16,7 +16,9 @@ from torch import Tensor
 NAS_EPSILON = 1e-9
 
 
-def _check_pattern(pattern: Tensor, *, square: bool = True) -> None:
+def check_pattern(pattern: Tensor, *, square: bool = True) -> None:
+    """Raise a clear error unless ``pattern`` is ``(batch, n_heads, query_pos, key_pos)``
+    (with as many query as key positions when ``square``)."""
     if not isinstance(pattern, Tensor):
         raise TypeError(f"pattern must be a torch.Tensor, got {type(pattern).__name__}")
     if pattern.ndim != 4:
@@ -78,7 +80,7 @@ def logit_diff(logits: Tensor, correct_ids: Tensor, incorrect_ids: Tensor) -> Te
 
 def previous_token_score(pattern: Tensor) -> Tensor:
     """Mean attention from query ``i`` to key ``i-1`` over ``i >= 1``, per head."""
-    _check_pattern(pattern)
+    check_pattern(pattern)
     _check_period(1, pattern.shape[-1], minimum=1)
     return pattern.diagonal(offset=-1, dim1=-2, dim2=-1).mean(dim=(0, 2))
 
@@ -90,7 +92,7 @@ def duplicate_token_score(pattern: Tensor, period: int) -> Tensor:
     token ``i-period``): mean attention from query ``i`` to key ``i-period`` over
     ``i >= period``.
     """
-    _check_pattern(pattern)
+    check_pattern(pattern)
     _check_period(period, pattern.shape[-1], minimum=1)
     return pattern.diagonal(offset=-period, dim1=-2, dim2=-1).mean(dim=(0, 2))
 
@@ -101,7 +103,7 @@ def induction_score(pattern: Tensor, period: int) -> Tensor:
     Same sequences as :func:`duplicate_token_score`: mean attention from query ``i`` to
     key ``i-period+1`` over ``i >= period``.
     """
-    _check_pattern(pattern)
+    check_pattern(pattern)
     _check_period(period, pattern.shape[-1], minimum=2)
     # diagonal(offset=-(period-1)) starts at query period-1; the score starts at period.
     return pattern.diagonal(offset=-(period - 1), dim1=-2, dim2=-1)[..., 1:].mean(dim=(0, 2))
@@ -113,7 +115,7 @@ def retrieval_score(pattern: Tensor, query_pos: Tensor, target_pos: Tensor) -> T
     The fraction of batch items ``b`` for which the key a head attends to most from
     query position ``query_pos[b]`` is ``target_pos[b]``, the token to be copied.
     """
-    _check_pattern(pattern, square=False)
+    check_pattern(pattern, square=False)
     batch, _, n_queries, n_keys = pattern.shape
     query_pos = _check_positions("query_pos", query_pos, batch, n_queries)
     target_pos = _check_positions("target_pos", target_pos, batch, n_keys)
@@ -135,7 +137,7 @@ def negative_attention_score(pattern: Tensor, yes_pos: Tensor, no_pos: Tensor) -
     with ``eps = 1e-9``, then averaged over the batch. A large positive score means the
     head attends to the prompt's "No" much more than to its "Yes".
     """
-    _check_pattern(pattern, square=False)
+    check_pattern(pattern, square=False)
     batch, n_heads, n_queries, n_keys = pattern.shape
     yes_pos = _check_positions("yes_pos", yes_pos, batch, n_keys)
     no_pos = _check_positions("no_pos", no_pos, batch, n_keys)

@@ -16,6 +16,7 @@ import random
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -121,6 +122,13 @@ def _convert_gguf(gguf_path: Path, target: Path) -> None:
             shutil.rmtree(staging, ignore_errors=True)
 
 
+def is_embedded_name(name: str | None) -> bool:
+    """Whether ``name`` chooses the embedded model (``None`` does: it is the default)."""
+    if name is None:
+        return True
+    return name.strip().lower() in {EMBEDDED_MODEL_NAME.lower(), "embedded", "default"}
+
+
 def resolve_model_name(name: str | None) -> str:
     """Turn a user's model choice into what TransformerLens boots.
 
@@ -140,7 +148,7 @@ def resolve_model_name(name: str | None) -> str:
     name = name.strip()
     if not name:
         raise ValueError("model name is empty; pass None for the embedded default")
-    if name.lower() in {EMBEDDED_MODEL_NAME.lower(), "embedded", "default"}:
+    if is_embedded_name(name):
         return str(embedded_model_dir())
     if Path(name).expanduser().is_dir():
         return str(Path(name).expanduser())
@@ -206,6 +214,32 @@ def prepare_embedded_model() -> Path:
     folder = embedded_model_dir()
     print(f"{EMBEDDED_MODEL_NAME} is ready in {folder}")
     return folder
+
+
+
+class CachedWeights:
+    """A read-only view of a model whose stacked weight matrices are computed once.
+
+    A ``TransformerBridge`` assembles ``W_O``, ``W_V`` and the like from its layers on
+    every attribute access, which makes functions that read ``model.W_O[layer]`` inside
+    a loop over layers (direct logit attribution, OV scores) slow. Pass this view to
+    them instead of the model; every other attribute is the model's own.
+    """
+
+    WEIGHTS = ("W_Q", "W_K", "W_V", "W_O", "W_U", "W_E", "b_U")
+
+    def __init__(self, model: Any) -> None:
+        if not hasattr(model, "cfg"):
+            raise TypeError(f"expected a model with a cfg, got {type(model).__name__}")
+        self._model = model
+        self._weights: dict[str, Any] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        if name in CachedWeights.WEIGHTS:
+            if name not in self._weights:
+                self._weights[name] = getattr(self._model, name)
+            return self._weights[name]
+        return getattr(self._model, name)
 
 
 if __name__ == "__main__":

@@ -71,22 +71,31 @@ def published_heads(head_type: str, model: str = GPT2_SMALL) -> PublishedHeads:
     raise ValueError(f"no published {head_type!r} heads for {model}; recorded: {known}")
 
 
-def compare_with_published(model: Any, head_type: str, discovered: Iterable[Head]) -> str:
+def compare_with_published(
+    model: Any, head_type: str, discovered: Iterable[Head], *, studied_on: str | None = None
+) -> str:
     """A short report: discovered heads, and the published ones when they apply.
 
     On GPT-2 small it lists the paper's heads, the overlap and the source; on any other
-    model it says that published indices do not transfer.
+    model it says that published indices do not transfer. Head types that no paper
+    located in GPT-2 small (most were studied on larger models) are reported as such,
+    naming ``studied_on`` (e.g. ``"Pythia-2.8B (chughtai2024summing)"``) when given.
     """
     found = [tuple(h) for h in discovered]
     lines = [f"{head_type} heads found on this model: {_fmt(found)}"]
+    where = f"; it was studied on {studied_on}" if studied_on else ""
     key = model_key(model)
     if key is None:
         lines.append(
             "Published indices were measured on other models (mostly GPT-2 small) and do not "
-            "transfer; the heads above were discovered on the loaded model."
+            f"transfer{where}. The heads above were discovered on the loaded model."
         )
         return "\n".join(lines)
-    entry = published_heads(head_type, key)
+    try:
+        entry = published_heads(head_type, key)
+    except ValueError:
+        lines.append(f"No published {head_type} heads are recorded for {key}{where}.")
+        return "\n".join(lines)
     overlap = sorted(set(found) & set(entry.heads))
     lines.append(f"published for {key} ({entry.source}): {_fmt(entry.heads)}")
     lines.append(f"in both: {_fmt(overlap)} ({len(overlap)} of {len(entry.heads)} published)")

@@ -557,33 +557,6 @@ def direct_contributions(model: Any, cache: Any, direction: Tensor, pos: int = -
     return {"heads": torch.stack(heads, dim=1), "mlp": torch.stack(mlps, dim=1)}
 
 
-def top_heads(scores: Tensor, k: int) -> list[Head]:
-    """The ``k`` heads with the largest scores (``(n_layers, n_heads)``), best first."""
-    if not isinstance(scores, Tensor) or scores.ndim != 2:
-        raise ValueError("scores must be a (n_layers, n_heads) tensor")
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= scores.numel():
-        raise ValueError(f"k must be an int in [1, {scores.numel()}], got {k!r}")
-    n_heads = scores.shape[1]
-    return [divmod(int(i), n_heads) for i in scores.flatten().topk(k).indices]
-
-
-def random_heads(
-    model: Any, k: int, *, seed: int = 0, exclude: Iterable[Head] = (), min_layer: int = 0
-) -> list[Head]:
-    """``k`` distinct heads drawn at random (seeded) from layers ``>= min_layer``, avoiding ``exclude``."""
-    check_layer(model, min_layer)
-    excluded = set(map(tuple, exclude))
-    pool = [
-        (layer, head)
-        for layer in range(min_layer, model.cfg.n_layers)
-        for head in range(model.cfg.n_heads)
-        if (layer, head) not in excluded
-    ]
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(pool):
-        raise ValueError(f"k must be an int in [1, {len(pool)}], got {k!r}")
-    return sorted(random.Random(seed).sample(pool, k))
-
-
 def greedy_continuation(model: Any, tokens: Tensor, n_tokens: int, fwd_hooks: HookList = ()) -> list[str]:
     """Greedy continuation of each prompt, ``n_tokens`` long, with the hooks active."""
     if isinstance(n_tokens, bool) or not isinstance(n_tokens, int) or n_tokens < 1:

@@ -1,0 +1,225 @@
+"""Tests for utils.knockout: attention knockout, window scans, equalised attention,
+last-position mean ablation and PrefixRun."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from utils.knockout import (
+    PrefixRun,
+    attention_knockout_hooks,
+    equalize_attention_hooks,
+    knockout_window_scan,
+    last_position_mean_ablation_hooks,
+    layer_windows,
+    run_variants,
+)
+from utils.metrics import negative_attention_score
+
+torch.set_grad_enabled(False)
+
+PROMPT = "The Eiffel Tower is located in the city of"
+
+
+def test_knockout_blocks_edges_and_keeps_rows_normalised(any_model):
+    tokens = any_model.to_tokens([PROMPT, PROMPT])
+    hooks = attention_knockout_hooks(any_model, [0, 1], [1, 2], rows=[1])
+    _, clean = any_model.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_pattern"))
+    with any_model.hooks(fwd_hooks=hooks):
+        _, blocked = any_model.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_pattern"))
+    for layer in (0, 1):
+        pattern = blocked[f"blocks.{layer}.attn.hook_pattern"]
+        assert torch.all(pattern[1, :, -1, [1, 2]] == 0)
+        assert torch.allclose(pattern[1, :, -1].sum(-1), torch.ones(any_model.cfg.n_heads), atol=1e-5)
+        # Row 0 and every other query are untouched in this layer.
+        assert torch.allclose(pattern[0], clean[f"blocks.{layer}.attn.hook_pattern"][0], atol=1e-5)
+        assert torch.allclose(pattern[1, :, :-1], clean[f"blocks.{layer}.attn.hook_pattern"][1, :, :-1], atol=1e-5)
+
+
+def test_knockout_rejects_bad_input(any_model):
+    tokens = any_model.to_tokens(PROMPT)
+    with pytest.raises(ValueError, match="out of range"):
+        attention_knockout_hooks(any_model, [any_model.cfg.n_layers], [1])
+    with pytest.raises(ValueError, match="no layers"):
+        attention_knockout_hooks(any_model, [], [1])
+    with pytest.raises(ValueError, match="key_positions is empty"):
+        attention_knockout_hooks(any_model, [0], [])
+    with pytest.raises(TypeError, match="key_positions must hold ints"):
+        attention_knockout_hooks(any_model, [0], [1.5])
+    with pytest.raises(ValueError, match="not visible"):
+        any_model.run_with_hooks(tokens, fwd_hooks=attention_knockout_hooks(any_model, [0], [2], query_pos=1))
+
+
+def test_prefix_run_matches_a_full_run(any_model):
+    tokens = any_model.to_tokens([PROMPT, "The Colosseum is located in the city of"])
+    n_pos = tokens.shape[1]
+    hooks = attention_knockout_hooks(any_model, range(any_model.cfg.n_layers), [1, 2, 3])
+    full = any_model.run_with_hooks(tokens, fwd_hooks=hooks)
+    run = PrefixRun(any_model, tokens, n_pos - 2, repeat=2)
+    assert run.uses_cache
+    suffix = run(hooks)
+    assert suffix.shape == (4, 2, any_model.cfg.d_vocab)
+    assert torch.allclose(suffix[::2], full[:, -2:], atol=1e-4)
+    assert torch.allclose(suffix[1::2], full[:, -2:], atol=1e-4)
+    # The cache is reusable: a second call without hooks gives the clean logits.
+    assert torch.allclose(run()[::2], any_model(tokens)[:, -2:], atol=1e-4)
+
+
+def test_prefix_run_rejects_bad_input(any_model):
+    tokens = any_model.to_tokens(PROMPT)
+    with pytest.raises(ValueError, match="prefix_len"):
+        PrefixRun(any_model, tokens, tokens.shape[1])
+    with pytest.raises(ValueError, match="prefix_len"):
+        PrefixRun(any_model, tokens, 0)
+    with pytest.raises(ValueError, match="repeat"):
+        PrefixRun(any_model, tokens, 2, repeat=0)
+    with pytest.raises(ValueError, match="batch, pos"):
+        PrefixRun(any_model, tokens[0], 2)
+
+
+def test_layer_windows():
+    assert layer_windows(6, 3) == [[0, 1, 2], [0, 1, 2], [1, 2, 3], [2, 3, 4], [3, 4, 5], [3, 4, 5]]
+    assert layer_windows(6, 1, centres=[2, 4]) == [[2], [4]]
+    with pytest.raises(ValueError, match="window"):
+        layer_windows(6, 7)
+    with pytest.raises(ValueError, match="centres"):
+        layer_windows(6, 3, centres=[6])
+    with pytest.raises(ValueError, match="no centres"):
+        layer_windows(6, 3, centres=[])
+
+
+def test_knockout_window_scan_matches_single_runs(any_model):
+    prompts = [any_model.to_tokens(PROMPT), any_model.to_tokens("The capital of France is")]
+    answers = torch.tensor([100, 200])
+    groups = {"early": [[1, 2], [1]], "late": [[3], [2, 3]]}
+    result = knockout_window_scan(any_model, prompts, answers, groups, 2, centres=[0, 1])
+    assert set(result) == {"early", "late"} and result["early"].shape == (2, 2)
+    windows = layer_windows(any_model.cfg.n_layers, 2, [0, 1])
+    for index, (tokens, answer) in enumerate(zip(prompts, answers)):
+        clean = any_model(tokens)[0, -1].softmax(-1)[answer]
+        for name, per_prompt in groups.items():
+            for w, layers in enumerate(windows):
+                hooks = attention_knockout_hooks(any_model, layers, per_prompt[index])
+                blocked = any_model.run_with_hooks(tokens, fwd_hooks=hooks)[0, -1].softmax(-1)[answer]
+                expected = float((blocked - clean) / clean)
+                assert result[name][index, w].item() == pytest.approx(expected, abs=1e-3)
+
+
+def test_knockout_window_scan_rejects_bad_input(any_model):
+    prompts = [any_model.to_tokens(PROMPT)]
+    with pytest.raises(ValueError, match="answer_ids"):
+        knockout_window_scan(any_model, prompts, torch.tensor([1, 2]), {"s": [[1]]}, 1)
+    with pytest.raises(ValueError, match="vocabulary"):
+        knockout_window_scan(any_model, prompts, torch.tensor([any_model.cfg.d_vocab]), {"s": [[1]]}, 1)
+    with pytest.raises(ValueError, match="key_groups is empty"):
+        knockout_window_scan(any_model, prompts, torch.tensor([1]), {}, 1)
+    with pytest.raises(ValueError, match="lists of positions"):
+        knockout_window_scan(any_model, prompts, torch.tensor([1]), {"s": [[1], [2]]}, 1)
+    with pytest.raises(ValueError, match="prompt 0"):
+        knockout_window_scan(any_model, [prompts[0][0]], torch.tensor([1]), {"s": [[1]]}, 1)
+
+
+def test_equalize_attention_removes_the_preference(any_model):
+    tokens = any_model.to_tokens([PROMPT, PROMPT])
+    first, second = torch.tensor([2, 3]), torch.tensor([4, 1])
+    heads = [(0, 0), (1, 1)]
+    hooks = equalize_attention_hooks(any_model, heads, first, second)
+    with any_model.hooks(fwd_hooks=hooks):
+        _, cache = any_model.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_pattern"))
+    for layer, head in heads:
+        pattern = cache[f"blocks.{layer}.attn.hook_pattern"]
+        for b in range(2):
+            start = int(max(first[b], second[b]))
+            assert torch.allclose(pattern[b, head, start:, first[b]], pattern[b, head, start:, second[b]])
+        assert torch.allclose(pattern[:, head].sum(-1), torch.ones(2, tokens.shape[1]), atol=1e-5)
+        nas = negative_attention_score(pattern, first, second)
+        assert abs(float(nas[head])) < 1e-4
+    # The run through PrefixRun gives the same logits as the full run.
+    full = any_model.run_with_hooks(tokens, fwd_hooks=hooks)[:, -1]
+    suffix = PrefixRun(any_model, tokens, 3)(hooks)[:, -1]
+    assert torch.allclose(full, suffix, atol=1e-4)
+
+
+def test_equalize_attention_rejects_bad_input(any_model):
+    with pytest.raises(TypeError, match="LongTensor"):
+        equalize_attention_hooks(any_model, [(0, 0)], [1], torch.tensor([2]))
+    with pytest.raises(TypeError, match="LongTensor"):
+        equalize_attention_hooks(any_model, [(0, 0)], torch.tensor([1.0]), torch.tensor([2]))
+    with pytest.raises(ValueError, match="same length"):
+        equalize_attention_hooks(any_model, [(0, 0)], torch.tensor([1]), torch.tensor([2, 3]))
+    with pytest.raises(ValueError, match="must differ"):
+        equalize_attention_hooks(any_model, [(0, 0)], torch.tensor([1]), torch.tensor([1]))
+    with pytest.raises(ValueError, match="out of range"):
+        equalize_attention_hooks(any_model, [(0, 99)], torch.tensor([1]), torch.tensor([2]))
+    tokens = any_model.to_tokens(PROMPT)
+    hooks = equalize_attention_hooks(any_model, [(0, 0)], torch.tensor([1, 2]), torch.tensor([2, 3]))
+    with pytest.raises(ValueError, match="for a batch of 1"):
+        any_model.run_with_hooks(tokens, fwd_hooks=hooks)
+
+
+def test_last_position_mean_ablation(any_model):
+    tokens = any_model.to_tokens(["The capital of France is", "The capital of Italy is", "The capital of Japan is"])
+    _, clean = any_model.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_z"))
+    heads = [(0, 1), (1, 0)]
+    hooks = last_position_mean_ablation_hooks(any_model, heads, clean)
+    with any_model.hooks(fwd_hooks=hooks):
+        _, ablated = any_model.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_z"))
+    z0, z0_clean = ablated["blocks.0.attn.hook_z"], clean["blocks.0.attn.hook_z"]
+    expected = z0_clean[:, -1, 1].mean(0)
+    assert torch.allclose(z0[:, -1, 1], expected.expand(3, -1), atol=1e-5)
+    assert torch.allclose(z0[:, :-1], z0_clean[:, :-1], atol=1e-5)
+    assert torch.allclose(z0[:, -1, 0], z0_clean[:, -1, 0], atol=1e-5)
+    # Under PrefixRun (only the last position recomputed) the logits agree with a full run.
+    full = any_model.run_with_hooks(tokens, fwd_hooks=hooks)[:, -1]
+    suffix = PrefixRun(any_model, tokens, tokens.shape[1] - 1)(hooks)[:, -1]
+    assert torch.allclose(full, suffix, atol=1e-4)
+    with pytest.raises(ValueError, match="lacks"):
+        last_position_mean_ablation_hooks(any_model, heads, {})
+    with pytest.raises(ValueError, match="out of range"):
+        last_position_mean_ablation_hooks(any_model, [(0, 99)], clean)
+
+
+def test_hooks_restricted_to_rows(any_model):
+    tokens = any_model.to_tokens(["The capital of France is", "The capital of Italy is"])
+    _, clean = any_model.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_z"))
+    clean_logits = any_model(tokens)[:, -1]
+    heads = [(0, 0), (1, 1)]
+    ablate_row_1 = last_position_mean_ablation_hooks(any_model, heads, clean, rows=[1])
+    logits = any_model.run_with_hooks(tokens, fwd_hooks=ablate_row_1)[:, -1]
+    everywhere = any_model.run_with_hooks(tokens, fwd_hooks=last_position_mean_ablation_hooks(any_model, heads, clean))[:, -1]
+    assert torch.allclose(logits[0], clean_logits[0], atol=1e-4)
+    assert torch.allclose(logits[1], everywhere[1], atol=1e-4)
+    first, second = torch.tensor([1, 1]), torch.tensor([2, 2])
+    equalize_row_0 = equalize_attention_hooks(any_model, heads, first[:1], second[:1], rows=[0])
+    logits = any_model.run_with_hooks(tokens, fwd_hooks=equalize_row_0)[:, -1]
+    everywhere = any_model.run_with_hooks(tokens, fwd_hooks=equalize_attention_hooks(any_model, heads, first, second))[:, -1]
+    assert torch.allclose(logits[0], everywhere[0], atol=1e-4)
+    assert torch.allclose(logits[1], clean_logits[1], atol=1e-4)
+    with pytest.raises(TypeError, match="rows must hold ints"):
+        last_position_mean_ablation_hooks(any_model, heads, clean, rows=[0.5])
+    with pytest.raises(ValueError, match="positions given for 2 rows"):
+        equalize_attention_hooks(any_model, heads, first[:1], second[:1], rows=[0, 1])
+
+
+def test_run_variants_matches_separate_runs(any_model):
+    tokens = any_model.to_tokens(["The capital of France is", "The capital of Italy is"])
+    _, clean = any_model.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_z"))
+    sets = {"none": [], "a": [(0, 0)], "b": [(1, 1), (0, 1)]}
+
+    def builder(heads):
+        return lambda rows: last_position_mean_ablation_hooks(any_model, heads, clean, rows=rows) if heads else []
+
+    for per_run in (None, 2):
+        result = run_variants(any_model, tokens, tokens.shape[1] - 1, {k: builder(v) for k, v in sets.items()},
+                              variants_per_run=per_run)
+        assert set(result) == set(sets)
+        for name, heads in sets.items():
+            hooks = last_position_mean_ablation_hooks(any_model, heads, clean) if heads else []
+            expected = any_model.run_with_hooks(tokens, fwd_hooks=hooks)[:, -1]
+            assert result[name].shape == expected.shape
+            assert torch.allclose(result[name], expected, atol=1e-4)
+    with pytest.raises(ValueError, match="no variants"):
+        run_variants(any_model, tokens, 2, {})
+    with pytest.raises(ValueError, match="variants_per_run"):
+        run_variants(any_model, tokens, 2, {"a": builder([])}, variants_per_run=0)

@@ -1,0 +1,153 @@
+"""Tests for utils.knowledge: attribution by source, classification, head choice,
+option attention and OV lookups."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from utils.knowledge import (
+    attribution_by_source,
+    classify_by_source,
+    head_attribution_by_key,
+    option_attention,
+    ov_lookup_accuracy,
+    subject_share,
+)
+from utils.lens import head_direct_logit_attribution
+
+torch.set_grad_enabled(False)
+
+PROMPT = "The Eiffel Tower is located in the city of"
+
+
+def _cache(model, tokens):
+    names = {"ln_final.hook_scale"}
+    for layer in range(model.cfg.n_layers):
+        names |= {f"blocks.{layer}.attn.hook_pattern", f"blocks.{layer}.attn.hook_v", f"blocks.{layer}.attn.hook_z"}
+    return model.run_with_cache(tokens, names_filter=lambda name: name in names)
+
+
+def _answer_direction(model, batch: int, token: int = 10) -> torch.Tensor:
+    return model.W_U[:, [token] * batch].T
+
+
+def test_attribution_by_key_sums_to_direct_logit_attribution(any_model):
+    tokens = any_model.to_tokens([PROMPT, "The Colosseum is located in the city of"][:1])
+    _, cache = _cache(any_model, tokens)
+    directions = _answer_direction(any_model, 1)
+    per_key = head_attribution_by_key(any_model, cache, directions)
+    assert per_key.shape == (1, any_model.cfg.n_layers, any_model.cfg.n_heads, tokens.shape[1])
+    expected = head_direct_logit_attribution(any_model, cache, directions)
+    assert torch.allclose(per_key[0].sum(-1), expected, atol=1e-4)
+
+
+def test_attribution_by_key_rejects_bad_directions(any_model):
+    _, cache = _cache(any_model, any_model.to_tokens(PROMPT))
+    with pytest.raises(ValueError, match="directions must have shape"):
+        head_attribution_by_key(any_model, cache, torch.zeros(2, any_model.cfg.d_model))
+
+
+def test_attribution_by_source_parts_add_up(any_model):
+    prompts = [PROMPT, "The capital of France is", "The capital of Italy is"]
+    tokens = [any_model.to_tokens(p) for p in prompts]
+    answers = torch.tensor([11, 12, 13])
+    subjects = [[1, 2, 3, 4][: tokens[0].shape[1] - 2], [4], [4]]
+    parts = attribution_by_source(any_model, tokens, answers, subjects)
+    shape = (any_model.cfg.n_layers, any_model.cfg.n_heads)
+    assert parts.total.shape == shape
+    assert torch.allclose(parts.subject + parts.relation + parts.bos, parts.total, atol=1e-4)
+    # The mean over prompts of single-prompt attributions.
+    singles = []
+    for prompt_tokens, answer in zip(tokens, answers):
+        _, cache = _cache(any_model, prompt_tokens)
+        singles.append(head_direct_logit_attribution(any_model, cache, any_model.W_U[:, [int(answer)]].T))
+    assert torch.allclose(parts.total, torch.stack(singles).mean(0), atol=1e-4)
+
+
+def test_attribution_by_source_rejects_bad_input(any_model):
+    tokens = [any_model.to_tokens(PROMPT)]
+    with pytest.raises(ValueError, match="no prompts"):
+        attribution_by_source(any_model, [], torch.tensor([]), [])
+    with pytest.raises(ValueError, match="answer_ids"):
+        attribution_by_source(any_model, tokens, torch.tensor([1, 2]), [[1]])
+    with pytest.raises(ValueError, match="lists of subject positions"):
+        attribution_by_source(any_model, tokens, torch.tensor([1]), [[1], [2]])
+    with pytest.raises(ValueError, match="must lie in"):
+        attribution_by_source(any_model, tokens, torch.tensor([1]), [[0]])
+    with pytest.raises(ValueError, match="must lie in"):
+        attribution_by_source(any_model, tokens, torch.tensor([1]), [[99]])
+
+
+def test_subject_share_and_classification():
+    share = subject_share(torch.tensor([2.0, 0.0, 1.0, -1.0]), torch.tensor([0.0, 3.0, 1.0, -1.0]))
+    assert share.tolist() == [1.0, 0.0, 0.5, 0.5]
+    assert classify_by_source(1.0, 0.1, 0.0) == "subject"
+    assert classify_by_source(0.1, 1.0, 0.0) == "relation"
+    assert classify_by_source(0.5, 0.5, 0.0) == "mixed"
+    assert classify_by_source(0.1, 0.1, 1.0) == "bos"
+    assert classify_by_source(1.0, -0.5, 0.2) == "subject"  # a part pushing against the answer is not a source
+    with pytest.raises(ValueError, match="threshold"):
+        classify_by_source(1.0, 0.0, 0.0, threshold=0.4)
+    with pytest.raises(TypeError, match="subject must be a number"):
+        classify_by_source("1", 0.0, 0.0)
+    with pytest.raises(ValueError, match="differ in shape"):
+        subject_share(torch.zeros(2), torch.zeros(3))
+
+
+def test_option_attention_on_a_known_pattern():
+    pattern = torch.zeros(2, 2, 5, 5)
+    pattern[:, 0, -1, 1] = 1.0  # head 0 looks at option 0 only
+    pattern[:, 1, -1, [1, 2, 3, 4]] = 0.25  # head 1 spreads evenly over four options
+    cache = {"blocks.0.attn.hook_pattern": pattern}
+    options = torch.tensor([[1, 2, 3, 4], [1, 2, 3, 4]])
+    summary = option_attention(cache, options)
+    assert summary.mass[0].tolist() == pytest.approx([1.0, 1.0])
+    assert summary.entropy[0, 0].item() == pytest.approx(0.0, abs=1e-6)
+    assert summary.entropy[0, 1].item() == pytest.approx(1.0, abs=1e-6)
+    assert summary.distribution[0, 1].tolist() == pytest.approx([0.25] * 4)
+    assert summary.favourite[:, 0, 0].tolist() == [0, 0]
+    with pytest.raises(ValueError, match="option_positions"):
+        option_attention(cache, torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match="rows of option positions"):
+        option_attention(cache, options[:1])
+    with pytest.raises(ValueError, match="must lie in"):
+        option_attention(cache, torch.tensor([[1, 9], [1, 2]]))
+    with pytest.raises(ValueError, match="no blocks"):
+        option_attention({}, options)
+
+
+def test_ov_lookup_accuracy(any_model):
+    tokens = any_model.to_tokens(["The capital of France is", "The capital of Italy is", "The capital of Japan is"])
+    _, cache = any_model.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_v"))
+    candidates = torch.tensor([100, 200, 300])
+    scores = ov_lookup_accuracy(any_model, cache, 4, candidates)
+    assert scores.shape == (any_model.cfg.n_layers, any_model.cfg.n_heads)
+    assert bool(((scores >= 0) & (scores <= 1)).all())
+    with pytest.raises(ValueError, match="distinct"):
+        ov_lookup_accuracy(any_model, cache, 4, torch.tensor([1, 1, 2]))
+    with pytest.raises(ValueError, match="shape"):
+        ov_lookup_accuracy(any_model, cache, 4, torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match="source_pos"):
+        ov_lookup_accuracy(any_model, cache, 99, candidates)
+
+
+def test_ov_lookup_finds_a_planted_association():
+    # Head 0 copies its value into the residual stream (W_O = identity) and the candidates'
+    # unembeddings are basis vectors, so reading key c writes exactly candidate c: score 1.
+    # Head 1 writes nothing: every candidate ties and only the first prompt "wins".
+    d = 4
+    W_O = torch.stack([torch.eye(d), torch.zeros(d, d)])[None]  # (layer, head, d_head, d_model)
+    W_U = torch.zeros(d, 10)
+    candidates = torch.tensor([3, 5, 7])
+    W_U[[0, 1, 2], candidates] = 1.0
+    model = SimpleNamespace(cfg=SimpleNamespace(n_layers=1, n_heads=2), W_O=W_O, W_U=W_U)
+    values = torch.zeros(3, 2, 2, d)  # (batch, pos, kv_head, d_head)
+    values[torch.arange(3), 1, :, torch.arange(3)] = 1.0
+    scores = ov_lookup_accuracy(model, {"blocks.0.attn.hook_v": values}, 1, candidates)
+    assert scores[0, 0].item() == 1.0
+    assert scores[0, 1].item() == pytest.approx(1 / 3)
+
+
