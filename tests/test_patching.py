@@ -1,0 +1,203 @@
+"""Exact and attribution patching: the fast engine equals the naive loop."""
+
+import pytest
+import torch
+
+from utils.datasets import ioi_dataset
+from utils.metrics import logit_diff
+from utils.patching import (
+    attribution_patching_effects,
+    cache_run,
+    head_patching_effects,
+    head_position_patching_effects,
+    naive_head_patching_effects,
+    normalise_patching,
+    patching_baselines,
+    ranking_agreement,
+    replace_heads_sweep,
+    residual_patching_effects,
+    run_from_layer,
+)
+
+
+@pytest.fixture(scope="module")
+def ioi_small(any_model):
+    ioi = ioi_dataset(any_model, 2, seed=1)
+
+    def metric(logits):
+        return logit_diff(logits, ioi.correct_ids, ioi.incorrect_ids)
+
+    return any_model, ioi, metric
+
+
+def _some_layers(model):
+    return sorted({0, model.cfg.n_layers // 2, model.cfg.n_layers - 1})
+
+
+def test_resuming_a_cached_run_reproduces_its_logits(ioi_small):
+    model, ioi, _ = ioi_small
+    run = cache_run(model, ioi.clean_tokens)
+    for layer in _some_layers(model):
+        logits = run_from_layer(model, run, layer, run.resid_pre[layer].repeat(2, 1, 1))
+        assert torch.allclose(logits, run.logits.repeat(2, 1, 1), atol=1e-3)
+        last = run_from_layer(model, run, layer, run.resid_pre[layer], last_position_only=True)
+        assert torch.allclose(last, run.logits[:, -1:], atol=1e-3)
+
+
+@pytest.mark.parametrize("direction", ["denoise", "noise"])
+def test_fast_exact_patching_equals_the_naive_loop(ioi_small, direction):
+    model, ioi, metric = ioi_small
+    last = model.cfg.n_layers - 1
+    for layers, positions in (([0, last], None), ([last], [-1])):
+        naive = naive_head_patching_effects(
+            model, ioi.clean_tokens, ioi.corrupted_tokens, metric,
+            direction=direction, layers=layers, positions=positions,
+        )
+        fast = head_patching_effects(
+            model, ioi.clean_tokens, ioi.corrupted_tokens, metric,
+            direction=direction, layers=layers, positions=positions,
+        )
+        assert fast.shape == (len(layers), model.cfg.n_heads)
+        assert (fast - naive).abs().max() <= 1e-4
+        last_only = head_patching_effects(
+            model, ioi.clean_tokens, ioi.corrupted_tokens, metric,
+            direction=direction, layers=layers, positions=positions, last_position_only=True,
+        )
+        assert (last_only - naive).abs().max() <= 1e-4
+
+
+def test_position_specific_patching_matches_hooked_runs(ioi_small):
+    model, ioi, metric = ioi_small
+    heads = [(model.cfg.n_layers - 1, 1), (0, 2)]
+    values = head_position_patching_effects(
+        model, ioi.clean_tokens, ioi.corrupted_tokens, metric, heads, direction="noise"
+    )
+    assert values.shape == (2, ioi.clean_tokens.shape[1])
+    clean_value, _ = patching_baselines(model, ioi.clean_tokens, ioi.corrupted_tokens, metric)
+    assert values[:, 0].tolist() == pytest.approx([clean_value] * 2, abs=1e-4)  # BOS agrees
+    s2 = int(ioi.positions["S2"][0])
+    with torch.no_grad():
+        _, corrupted_cache = model.run_with_cache(
+            ioi.corrupted_tokens, names_filter=lambda name: name.endswith("hook_z")
+        )
+        cases = ((0, heads[0], s2), (0, heads[0], -1), (1, heads[1], -1))
+        for row, (layer, head), position in cases:
+            name = f"blocks.{layer}.attn.hook_z"
+
+            def patch(z, hook, head=head, position=position, name=name):
+                z[:, position, head] = corrupted_cache[name][:, position, head]
+                return z
+
+            expected = metric(model.run_with_hooks(ioi.clean_tokens, fwd_hooks=[(name, patch)]))
+            assert values[row, position] == pytest.approx(float(expected), abs=1e-4)
+    with pytest.raises(ValueError, match="out of range"):
+        head_position_patching_effects(
+            model, ioi.clean_tokens, ioi.corrupted_tokens, metric, [(0, model.cfg.n_heads)]
+        )
+
+
+def test_full_sweep_shape_and_no_effect_when_runs_are_equal(gpt2_random):
+    ioi = ioi_dataset(gpt2_random, 2, seed=0)
+    metric = lambda logits: logit_diff(logits, ioi.correct_ids, ioi.incorrect_ids)  # noqa: E731
+    same = head_patching_effects(gpt2_random, ioi.clean_tokens, ioi.clean_tokens, metric)
+    clean_value, _ = patching_baselines(gpt2_random, ioi.clean_tokens, ioi.corrupted_tokens, metric)
+    assert same.shape == (gpt2_random.cfg.n_layers, gpt2_random.cfg.n_heads)
+    assert torch.allclose(same, torch.full_like(same, clean_value), atol=1e-4)
+    attribution = attribution_patching_effects(
+        gpt2_random, ioi.clean_tokens, ioi.clean_tokens, metric
+    )
+    assert torch.allclose(attribution, same, atol=1e-4)
+
+
+def test_attribution_is_the_first_order_term_of_exact_patching(ioi_small):
+    # Patching a tiny step eps towards the source changes the metric by eps times the
+    # attribution estimate, up to O(eps^2): the gradient is checked, not the approximation.
+    model, ioi, metric = ioi_small
+    layers = _some_layers(model)
+    eps = 1e-2
+    base, source = cache_run(model, ioi.corrupted_tokens), cache_run(model, ioi.clean_tokens)
+    stepped = [b + eps * (s - b) for b, s in zip(base.z, source.z)]
+    exact_step = replace_heads_sweep(model, base, stepped, metric, layers=layers)
+    base_value = float(metric(base.logits))
+    attribution = attribution_patching_effects(
+        model, ioi.clean_tokens, ioi.corrupted_tokens, metric, layers=layers
+    )
+    finite_difference = (exact_step - base_value) / eps
+    linear_term = attribution - base_value
+    scale = linear_term.abs().max()
+    assert (finite_difference - linear_term).abs().max() <= 0.05 * scale + 1e-4
+
+
+def test_residual_patching_matches_a_hooked_run(ioi_small):
+    model, ioi, metric = ioi_small
+    layer = model.cfg.n_layers // 2
+    positions = [2, -1]
+    values = residual_patching_effects(
+        model, ioi.clean_tokens, ioi.corrupted_tokens, metric, layers=[layer], positions=positions
+    )
+    assert values.shape == (1, 2)
+    name = f"blocks.{layer}.hook_resid_pre"
+    with torch.no_grad():
+        _, clean_cache = model.run_with_cache(ioi.clean_tokens, names_filter=[name])
+        for column, position in enumerate(positions):
+            def patch(resid, hook, position=position):
+                resid[:, position] = clean_cache[name][:, position]
+                return resid
+
+            expected = metric(model.run_with_hooks(ioi.corrupted_tokens, fwd_hooks=[(name, patch)]))
+            assert values[0, column] == pytest.approx(float(expected), abs=1e-4)
+    # Patching every position of the first layer's input is running the clean prompt.
+    first = residual_patching_effects(
+        model, ioi.clean_tokens, ioi.corrupted_tokens, metric, layers=[0]
+    )
+    _, corrupted_value = patching_baselines(
+        model, ioi.clean_tokens, ioi.corrupted_tokens, metric
+    )
+    assert first.shape == (1, ioi.clean_tokens.shape[1])
+    assert first[0, 0] == pytest.approx(corrupted_value, abs=1e-4)  # BOS is the same in both
+
+
+def test_normalise_patching():
+    values = torch.tensor([0.0, 1.0, 3.0])
+    assert torch.allclose(normalise_patching(values, 3.0, 1.0), torch.tensor([-0.5, 0.0, 1.0]))
+    with pytest.raises(ValueError, match="equal"):
+        normalise_patching(values, 2.0, 2.0)
+
+
+def test_ranking_helpers():
+    a = torch.tensor([[0.1, 0.9], [0.5, -0.2]])
+    b = torch.tensor([[0.2, 0.8], [0.6, 0.1]])
+    agreement = ranking_agreement(a, b, k=2)
+    assert agreement.spearman == pytest.approx(1.0)
+    assert agreement.top_k_overlap == 2
+    assert ranking_agreement(a, -b, k=2).spearman == pytest.approx(-1.0)
+    with pytest.raises(ValueError, match="same shape"):
+        ranking_agreement(a, b[:1], k=1)
+
+
+def test_clear_errors(gpt2_random):
+    model = gpt2_random
+    ioi = ioi_dataset(model, 2, seed=0)
+    metric = lambda logits: logit_diff(logits, ioi.correct_ids, ioi.incorrect_ids)  # noqa: E731
+    clean, corrupted = ioi.clean_tokens, ioi.corrupted_tokens
+    for function in (head_patching_effects, attribution_patching_effects, residual_patching_effects,
+                     naive_head_patching_effects):
+        with pytest.raises(ValueError, match="same shape"):
+            function(model, clean, corrupted[:, :-1], metric)
+        with pytest.raises(ValueError, match="direction"):
+            function(model, clean, corrupted, metric, direction="sideways")
+        with pytest.raises(ValueError, match="scalar"):
+            function(model, clean, corrupted, lambda logits: logits[:, -1, 0])
+        with pytest.raises(ValueError, match="out of range"):
+            function(model, clean, corrupted, metric, layers=[model.cfg.n_layers])
+        with pytest.raises(ValueError, match="out of range"):
+            function(model, clean, corrupted, metric, positions=[clean.shape[1]])
+    with pytest.raises(TypeError, match="token ids"):
+        head_patching_effects(model, clean.tolist(), corrupted, metric)
+    with pytest.raises(ValueError, match="integer token ids"):
+        head_patching_effects(model, clean.float(), corrupted.float(), metric)
+    run = cache_run(model, clean)
+    with pytest.raises(ValueError, match="one entry per layer"):
+        replace_heads_sweep(model, run, run.z[:1], metric)
+    with pytest.raises(ValueError, match="resid must stack"):
+        run_from_layer(model, run, 0, run.resid_pre[0][:, :-1])
