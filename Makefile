@@ -13,7 +13,10 @@ export PYTHONHASHSEED := 0
 
 .PHONY: setup book test clean
 
+# The book-in-the-browser test (tests/test_book_in_browser.py) needs Debian's Chromium
+# and its driver; install them when missing (as root, as CI runs).
 setup: $(STAMP)
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) || echo "make setup: could not install chromium and chromium-driver with apt-get (needs root); tests/test_book_in_browser.py fails until they are installed"
 
 $(STAMP): requirements.txt constraints.txt requirements-model.txt pyproject.toml package-lock.json
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -7,6 +7,7 @@ matplotlib.use("Agg")
 import pytest
 import torch
 
+from utils.book_assets import BUNDLE_ENV_VAR, circuitsvis_bundle
 from utils.plotting import attention_heads_view, attention_pattern_plot, layer_head_heatmap
 
 
@@ -37,3 +38,34 @@ def test_circuitsvis_view_embeds_its_javascript():
         attention_heads_view(pattern, ["x", "y", "z"], head_names=["one"])
     with pytest.raises(ValueError, match="n_heads, query_pos, key_pos"):
         attention_heads_view(pattern[0], ["x", "y", "z"])
+
+
+def test_book_build_shares_one_circuitsvis_bundle(monkeypatch):
+    pattern = torch.softmax(torch.randn(2, 3, 3), dim=-1)
+    embedded = attention_heads_view(pattern, ["x", "y", "z"]).data
+    monkeypatch.setenv(BUNDLE_ENV_VAR, "../_static/circuitsvis.js")
+    shared = attention_heads_view(pattern, ["x", "y", "z"]).data
+    assert shared.startswith('<script src="../_static/circuitsvis.js"></script>')
+    assert len(shared) < 20_000 < len(embedded)
+    assert "var CircuitsVis=" not in shared and "CircuitsVis.render(" in shared
+    assert circuitsvis_bundle().read_text().startswith('"use strict";var CircuitsVis=')
+
+
+def test_book_assets_extension_points_views_at_one_copied_bundle(tmp_path, monkeypatch):
+    import os
+    from types import SimpleNamespace
+
+    from utils import book_assets
+
+    monkeypatch.delenv(BUNDLE_ENV_VAR, raising=False)  # restored after the test
+    handlers = {}
+    app = SimpleNamespace(
+        connect=lambda event, handler: handlers.setdefault(event, handler),
+        outdir=str(tmp_path),
+        builder=SimpleNamespace(format="html"),
+    )
+    book_assets.setup(app)
+    assert os.environ[BUNDLE_ENV_VAR] == "../_static/circuitsvis.js"
+    handlers["build-finished"](app, None)
+    copied = tmp_path / "_static" / "circuitsvis.js"
+    assert copied.read_bytes() == circuitsvis_bundle().read_bytes()

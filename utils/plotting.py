@@ -3,6 +3,7 @@ an offline circuitsvis view."""
 
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 import matplotlib.pyplot as plt
@@ -11,6 +12,8 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torch import Tensor
+
+from utils.book_assets import BUNDLE_ENV_VAR
 
 
 def _to_numpy(values: Tensor | np.ndarray) -> np.ndarray:
@@ -100,7 +103,8 @@ def attention_heads_view(
     """Interactive circuitsvis view of several heads' patterns on one prompt.
 
     The JavaScript is embedded in the output rather than loaded from a CDN, so the view
-    renders with no network access (in the built book as well as in a notebook).
+    renders with no network access. In the book build (``$COURSE_CIRCUITSVIS_SRC`` set by
+    :mod:`utils.book_assets`) the pages share one local copy of it instead.
 
     Args:
         pattern: ``(n_heads, query_pos, key_pos)`` for one prompt.
@@ -124,4 +128,19 @@ def attention_heads_view(
     rendered = cv.attention.attention_heads(
         attention=values, tokens=list(tokens), attention_head_names=names
     )
+    shared_bundle = os.environ.get(BUNDLE_ENV_VAR)
+    if shared_bundle:
+        return HTML(_with_shared_bundle(rendered.local_src, shared_bundle))
     return HTML(rendered.local_src)
+
+
+def _with_shared_bundle(local_src: str, url: str) -> str:
+    """circuitsvis HTML with its embedded bundle replaced by ``<script src=url>``.
+
+    The book build shares one copy of the bundle between pages (utils.book_assets);
+    the render call that follows the bundle in the same script is kept.
+    """
+    start = local_src.index('"use strict";var CircuitsVis=')
+    end_marker = "//# sourceMappingURL=iife.js.map"
+    end = local_src.index(end_marker, start) + len(end_marker)
+    return f'<script src="{url}"></script>\n' + local_src[:start] + local_src[end:]

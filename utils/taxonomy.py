@@ -99,7 +99,14 @@ CHAPTER_TITLES: dict[str, str] = {
 #: Notebook slugs of the chapters that exist in the book today. Update this set when
 #: a chapter is added; :func:`chapter_exists` checks the file system itself.
 COVERED_CHAPTERS: frozenset[str] = frozenset(
-    {"notebooks/00_background", "notebooks/12_directional_addition_subtraction"}
+    {
+        "notebooks/00_background",
+        "notebooks/01_knowledge_recalling",
+        "notebooks/02_in_context_identification",
+        "notebooks/10_activation_patching",
+        "notebooks/11_ablation",
+        "notebooks/12_directional_addition_subtraction",
+    }
 )
 
 _KR = "notebooks/01_knowledge_recalling"
@@ -323,6 +330,7 @@ HEAD_TYPES: tuple[HeadType, ...] = (
         ),
         papers=("bietti2023birth",),
         aliases=("Associative memory head", "Associative memories"),
+        chapter=_KR,
         planned_chapters=(_KR,),
     ),
     HeadType(
@@ -335,6 +343,7 @@ HEAD_TYPES: tuple[HeadType, ...] = (
             "it pushes the memorised answer against the one given in context."
         ),
         papers=("jin2024cutting",),
+        chapter=_KR,
         planned_chapters=(_KR,),
     ),
     HeadType(
@@ -346,6 +355,7 @@ HEAD_TYPES: tuple[HeadType, ...] = (
             "all answer options, so that every candidate stays available downstream."
         ),
         papers=("lieberum2023circuit",),
+        chapter=_KR,
         planned_chapters=(_KR,),
     ),
     HeadType(
@@ -358,6 +368,7 @@ HEAD_TYPES: tuple[HeadType, ...] = (
         ),
         papers=("lieberum2023circuit",),
         aliases=("Single-letter head",),
+        chapter=_KR,
         planned_chapters=(_KR,),
     ),
     HeadType(
@@ -371,6 +382,7 @@ HEAD_TYPES: tuple[HeadType, ...] = (
             "and realigning these heads reduces the bias."
         ),
         papers=("yu2024correcting",),
+        chapter=_KR,
         planned_chapters=(_KR, _SCORES),
     ),
     # ----- In-Context Identification (3.3): overall structure ------------------
@@ -386,6 +398,7 @@ HEAD_TYPES: tuple[HeadType, ...] = (
         papers=("olsson2022context",),
         aliases=("Previous token head", "Previous-token head"),
         other_stages=("LR",),
+        chapter=_ICI,
         planned_chapters=(_ICI, _LR),
     ),
     HeadType(
@@ -398,6 +411,7 @@ HEAD_TYPES: tuple[HeadType, ...] = (
             "previous position, overlapping with the previous head."
         ),
         papers=("ferrando2024information", "voita2019analyzing"),
+        chapter=_ICI,
         planned_chapters=(_ICI,),
     ),
     HeadType(
@@ -410,6 +424,7 @@ HEAD_TYPES: tuple[HeadType, ...] = (
         ),
         papers=("voita2019analyzing",),
         aliases=("Rare word head", "Rare-word head"),
+        chapter=_ICI,
         planned_chapters=(_ICI,),
     ),
     HeadType(
@@ -422,6 +437,7 @@ HEAD_TYPES: tuple[HeadType, ...] = (
         ),
         papers=("wang2022interpretability",),
         aliases=("Duplicate head", "Duplicate-token head"),
+        chapter=_ICI,
         planned_chapters=(_ICI, _TOGETHER),
     ),
     HeadType(
@@ -434,6 +450,7 @@ HEAD_TYPES: tuple[HeadType, ...] = (
             "strongest attention lands on the token being copied."
         ),
         papers=("wu2024retrieval",),
+        chapter=_ICI,
         planned_chapters=(_ICI, _SCORES),
     ),
     HeadType(
@@ -446,6 +463,7 @@ HEAD_TYPES: tuple[HeadType, ...] = (
             "heads and truncate it for the rest."
         ),
         papers=("tang2024razorattention", "fu2024moa"),
+        chapter=_ICI,
         planned_chapters=(_ICI,),
     ),
     # ----- ICI: syntactic information ------------------------------------------
@@ -459,6 +477,7 @@ HEAD_TYPES: tuple[HeadType, ...] = (
         ),
         papers=("ferrando2024information",),
         aliases=("Subword-merge head",),
+        chapter=_ICI,
         planned_chapters=(_ICI,),
     ),
     HeadType(
@@ -471,6 +490,7 @@ HEAD_TYPES: tuple[HeadType, ...] = (
             "marking dependency relations."
         ),
         papers=("voita2019analyzing",),
+        chapter=_ICI,
         planned_chapters=(_ICI,),
     ),
     HeadType(
@@ -482,6 +502,7 @@ HEAD_TYPES: tuple[HeadType, ...] = (
             "sentence, such as the subject or its position, to the final position."
         ),
         papers=("yao2024knowledge",),
+        chapter=_ICI,
         planned_chapters=(_ICI,),
     ),
     HeadType(
@@ -494,6 +515,7 @@ HEAD_TYPES: tuple[HeadType, ...] = (
             "indirect object."
         ),
         papers=("wang2022interpretability", "mcdougall2024copy"),
+        chapter=_ICI,
         planned_chapters=(_ICI, _TOGETHER),
     ),
     HeadType(
@@ -505,6 +527,7 @@ HEAD_TYPES: tuple[HeadType, ...] = (
             "main name movers are knocked out, one source of self-repair."
         ),
         papers=("wang2022interpretability", "mcdougall2024copy"),
+        chapter=_ICI,
         planned_chapters=(_ICI, _ABL),
     ),
     HeadType(
@@ -518,6 +541,7 @@ HEAD_TYPES: tuple[HeadType, ...] = (
             "copy suppression."
         ),
         papers=("wang2022interpretability", "mcdougall2024copy"),
+        chapter=_ICI,
         planned_chapters=(_ICI, _EP),
     ),
     HeadType(
@@ -530,6 +554,7 @@ HEAD_TYPES: tuple[HeadType, ...] = (
             "letter of the acronym can be produced."
         ),
         papers=("garciacarrasco2024acronyms",),
+        chapter=_ICI,
         planned_chapters=(_ICI,),
     ),
     # ----- ICI: semantic information -------------------------------------------
@@ -543,6 +568,7 @@ HEAD_TYPES: tuple[HeadType, ...] = (
             "context states (the counterpart of the memory head)."
         ),
         papers=("jin2024cutting",),
+        chapter=_KR,
         planned_chapters=(_KR, _ICI),
     ),
     HeadType(
@@ -554,6 +580,7 @@ HEAD_TYPES: tuple[HeadType, ...] = (
             "where later heads can map that content onto the matching option letter."
         ),
         papers=("lieberum2023circuit", "merullo2024circuit"),
+        chapter=_ICI,
         planned_chapters=(_ICI,),
     ),
     HeadType(
@@ -567,6 +594,7 @@ HEAD_TYPES: tuple[HeadType, ...] = (
         ),
         papers=("tigges2023linear",),
         aliases=("Sentiment summariser", "Sentiment summarizer head"),
+        chapter=_ICI,
         planned_chapters=(_ICI, _DIR),
     ),
     HeadType(
@@ -579,6 +607,7 @@ HEAD_TYPES: tuple[HeadType, ...] = (
             "and raising that partner's logit."
         ),
         papers=("ren2024identifying",),
+        chapter=_ICI,
         planned_chapters=(_ICI,),
     ),
     HeadType(
@@ -591,6 +620,7 @@ HEAD_TYPES: tuple[HeadType, ...] = (
         ),
         papers=("chughtai2024summing",),
         other_stages=("KR",),
+        chapter=_KR,
         planned_chapters=(_KR,),
     ),
     HeadType(
@@ -604,6 +634,7 @@ HEAD_TYPES: tuple[HeadType, ...] = (
         ),
         papers=("chughtai2024summing",),
         other_stages=("KR",),
+        chapter=_KR,
         planned_chapters=(_KR,),
     ),
     # ----- Latent Reasoning (3.4): in-context learning -------------------------
@@ -764,6 +795,7 @@ HEAD_TYPES: tuple[HeadType, ...] = (
             "into the residual stream and maps the aggregate onto vocabulary logits."
         ),
         papers=("chughtai2024summing",),
+        chapter=_KR,
         planned_chapters=(_KR, _EP),
     ),
     HeadType(
@@ -945,6 +977,7 @@ METHODS: tuple[Method, ...] = (
             "yao2024knowledge",
         ),
         survey_name="Zero Ablation",
+        chapter=_ABL,
         planned_chapters=(_ABL,),
     ),
     Method(
@@ -958,6 +991,7 @@ METHODS: tuple[Method, ...] = (
         ),
         papers=("mcdougall2024copy", "wang2022interpretability"),
         survey_name="Mean Ablation",
+        chapter=_ABL,
         planned_chapters=(_ABL,),
     ),
     Method(
@@ -979,6 +1013,7 @@ METHODS: tuple[Method, ...] = (
             "zhang2024best",
         ),
         survey_name="Naïve Activation Patching",
+        chapter=_PATCH,
         planned_chapters=(_PATCH,),
     ),
     # Table 2: Modeling-Required

@@ -1,0 +1,184 @@
+"""The exercise checks of chapter 11 (utils.checks.ablation): the reference passes,
+realistic wrong solutions fail, a stub's NotImplementedError propagates."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any, Callable
+
+import pytest
+import torch
+from torch import Tensor
+
+from utils.ablation import ablation_head_effects, ablation_hooks, derangement
+from utils.checks import CheckFailed
+from utils.checks.ablation import (
+    check_derangement,
+    check_direct_effect,
+    check_mean_ablation_hook,
+)
+from utils.hooks import z_hook_name
+
+
+def stub(*args: Any, **kwargs: Any) -> Any:
+    raise NotImplementedError("Exercise: write this part, then run the check below")
+
+
+# --- the mean-ablation hook -----------------------------------------------------
+
+
+def reference_hook(reference_z: Tensor, heads: list[int]) -> Callable:
+    """Built from utils.ablation.ablation_hooks, another route than the check's."""
+    n_heads = reference_z.shape[2]
+    one_layer = SimpleNamespace(cfg=SimpleNamespace(n_layers=1, n_heads=n_heads))
+    values = [reference_z.mean(dim=0, keepdim=True)]
+    return ablation_hooks(one_layer, [(0, head) for head in heads], values)[0][1]
+
+
+def mean_over_positions_too(reference_z: Tensor, heads: list[int]) -> Callable:
+    mean = reference_z.mean(dim=(0, 1))  # (n_heads, d_head): loses the positions
+
+    def hook(z, hook):
+        z[:, :, heads] = mean[heads]
+        return z
+
+    return hook
+
+
+def mean_of_the_prompts_themselves(reference_z: Tensor, heads: list[int]) -> Callable:
+    def hook(z, hook):
+        z[:, :, heads] = z.mean(dim=0, keepdim=True)[:, :, heads]  # not the reference
+        return z
+
+    return hook
+
+
+def every_head(reference_z: Tensor, heads: list[int]) -> Callable:
+    mean = reference_z.mean(dim=0)
+
+    def hook(z, hook):
+        z[:] = mean
+        return z
+
+    return hook
+
+
+def test_mean_hook_reference_passes(capsys):
+    check_mean_ablation_hook(reference_hook)
+    assert "all 5 cases match" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "wrong", [mean_over_positions_too, mean_of_the_prompts_themselves, every_head]
+)
+def test_mean_hook_wrong_solutions_fail(wrong):
+    with pytest.raises(CheckFailed, match="mean-ablation hook"):
+        check_mean_ablation_hook(wrong)
+
+
+def test_mean_hook_stub_propagates():
+    with pytest.raises(NotImplementedError):
+        check_mean_ablation_hook(stub)
+
+
+# --- the derangement --------------------------------------------------------------
+
+
+def by_rejection(n: int, seed: int = 0) -> Tensor:
+    """Another correct answer: draw permutations until one moves every index."""
+    generator = torch.Generator().manual_seed(seed)
+    while True:
+        permutation = torch.randperm(n, generator=generator)
+        if (permutation != torch.arange(n)).all():
+            return permutation
+
+
+def plain_permutation(n: int, seed: int = 0) -> Tensor:
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+
+
+def shift_by_one(n: int, seed: int = 0) -> Tensor:
+    return torch.arange(n).roll(1)  # a derangement, but always the same one
+
+
+def unseeded(n: int, seed: int = 0) -> Tensor:
+    while True:
+        permutation = torch.randperm(n)  # the global generator: not reproducible
+        if (permutation != torch.arange(n)).all():
+            return permutation
+
+
+@pytest.mark.parametrize("right", [derangement, by_rejection])
+def test_derangement_right_solutions_pass(right, capsys):
+    check_derangement(right)
+    assert "all 4 cases match" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "wrong, problem",
+    [
+        (plain_permutation, "moves every index"),
+        (shift_by_one, "different seeds"),
+        (unseeded, "same seed"),
+        (lambda n, seed=0: by_rejection(n, seed).tolist(), "integer"),
+    ],
+    ids=["plain permutation", "always the same", "ignores the seed", "a list"],
+)
+def test_derangement_wrong_solutions_fail(wrong, problem):
+    with pytest.raises(CheckFailed, match=problem):
+        check_derangement(wrong)
+
+
+def test_derangement_stub_propagates():
+    with pytest.raises(NotImplementedError):
+        check_derangement(stub)
+
+
+# --- the direct effect (needs a model) ---------------------------------------------
+
+
+def direct_reference(model, tokens, layer, head, metric, values):
+    return ablation_head_effects(model, tokens, layer, head, metric, values).direct
+
+
+def total_effect(model, tokens, layer, head, metric, values):
+    return ablation_head_effects(model, tokens, layer, head, metric, values).total
+
+
+def _delta(model, tokens, layer, head, values):
+    name = z_hook_name(layer)
+    logits, cache = model.run_with_cache(tokens, names_filter=[name])
+    clean_z = cache[name][:, :, head]
+    new_z = values[layer].expand_as(cache[name])[:, :, head]
+    return logits, (new_z - clean_z) @ model.W_O[layer, head]
+
+
+def reversed_change(model, tokens, layer, head, metric, values):
+    logits, delta = _delta(model, tokens, layer, head, values)
+    final = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
+    hooks = [(final, lambda resid, hook: resid - delta)]  # clean minus ablated
+    return float(metric(model.run_with_hooks(tokens, fwd_hooks=hooks)) - metric(logits))
+
+
+def added_at_the_heads_layer(model, tokens, layer, head, metric, values):
+    logits, delta = _delta(model, tokens, layer, head, values)
+    hooks = [(f"blocks.{layer}.hook_resid_post", lambda resid, hook: resid + delta)]
+    return float(metric(model.run_with_hooks(tokens, fwd_hooks=hooks)) - metric(logits))
+
+
+def test_direct_effect_reference_passes(any_model, capsys):
+    check_direct_effect(direct_reference, any_model)
+    assert "all 2 cases match" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "wrong", [total_effect, reversed_change, added_at_the_heads_layer]
+)
+def test_direct_effect_wrong_solutions_fail(any_model, wrong):
+    with pytest.raises(CheckFailed, match="direct effect"):
+        check_direct_effect(wrong, any_model)
+
+
+def test_direct_effect_stub_propagates(gpt2_random):
+    with pytest.raises(NotImplementedError):
+        check_direct_effect(stub, gpt2_random)

