@@ -13,8 +13,8 @@ inspected once (``tests/browser.py``); the tests below then check, page by page:
 - nothing is loaded from outside the local server (MathJax is vendored, see _config.yml)
   and every equation is typeset by MathJax, without TeX errors;
 - every citation links to an entry of the bibliography page;
-- each page (its HTML plus every file it loads) weighs under 5 MB as transferred with
-  gzip, as static hosts serve it (stored sizes are printed too).
+- each page (its HTML plus every file it loads) weighs under 5 MB as stored (the sizes
+  gzipped, as a static host would send them, are printed too).
 
 Needs Debian's Chromium (``apt-get install -y chromium chromium-driver``; ``make setup``
 installs it); without it the tests fail, they do not skip.
@@ -354,16 +354,13 @@ def test_every_citation_resolves(book, pages):
 
 
 def test_every_page_weighs_under_5_mb(pages):
-    """The page's HTML plus every file it loads, in bytes transferred with gzip (see
-    ``Page.transfer_weight``; the stored sizes are printed beside them)."""
-    heavy = [page for page in pages.values() if page.transfer_weight >= MAX_PAGE_BYTES]
+    """The page's HTML plus every file it loads, in bytes as stored (the local server
+    does not compress; the gzipped sizes a static host would send are printed too)."""
+    heavy = [page for page in pages.values() if page.weight >= MAX_PAGE_BYTES]
     if heavy:
         lines = []
         for page in heavy:
-            largest = sorted(page.local_files_gzip.items(), key=lambda kv: -kv[1])[:4]
-            lines.append(
-                f"{page.label}: {page.transfer_weight / 1e6:.2f} MB gzipped in "
-                f"{len(page.local_files)} files; largest:"
-            )
+            largest = sorted(page.local_files.items(), key=lambda kv: -kv[1])[:4]
+            lines.append(f"{page.label}: {page.weight / 1e6:.2f} MB in {len(page.local_files)} files; largest:")
             lines += [f"    {size / 1e6:5.2f} MB  {path}" for path, size in largest]
         pytest.fail(f"pages of {MAX_PAGE_BYTES / 1e6:.0f} MB or more:\n" + "\n".join(lines), pytrace=False)

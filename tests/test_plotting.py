@@ -51,7 +51,7 @@ def test_book_build_shares_one_circuitsvis_bundle(monkeypatch):
     assert circuitsvis_bundle().read_text().startswith('"use strict";var CircuitsVis=')
 
 
-def test_book_assets_extension_points_views_at_one_copied_bundle(tmp_path, monkeypatch):
+def test_book_assets_extension_shares_the_bundle_and_drops_fontawesome_js(tmp_path, monkeypatch):
     import os
     from types import SimpleNamespace
 
@@ -66,6 +66,13 @@ def test_book_assets_extension_points_views_at_one_copied_bundle(tmp_path, monke
     )
     book_assets.setup(app)
     assert os.environ[BUNDLE_ENV_VAR] == "../_static/circuitsvis.js"
+    page = tmp_path / "notebooks" / "00_background.html"
+    page.parent.mkdir()
+    page.write_text(
+        '<head>\n  <script defer src="../_static/scripts/fontawesome.js?digest=55c2"></script>\n'
+        '  <script defer src="../_static/scripts/bootstrap.js"></script>\n</head>'
+    )
     handlers["build-finished"](app, None)
     copied = tmp_path / "_static" / "circuitsvis.js"
     assert copied.read_bytes() == circuitsvis_bundle().read_bytes()
+    assert page.read_text() == '<head>\n  <script defer src="../_static/scripts/bootstrap.js"></script>\n</head>'

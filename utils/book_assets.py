@@ -1,4 +1,4 @@
-"""A Sphinx extension for the book build: one shared copy of the circuitsvis bundle.
+"""A Sphinx extension for the book build: lighter pages that work offline.
 
 circuitsvis embeds its whole JavaScript bundle (about 1.3 MB) in every view it renders,
 which keeps a notebook's views working offline but makes each chapter page of the book
@@ -10,11 +10,16 @@ heavier by that much. During the book build this extension
 * copies the bundle into the built site's ``_static/`` once.
 
 Outside the book build nothing changes: views embed their JavaScript.
+
+It also removes the theme's ``fontawesome.js`` (1.5 MB on every page) from the built
+pages: it only swaps the icons' ``<i>`` tags for SVG, and the theme's stylesheet
+already draws the same icons from Font Awesome's web fonts.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from importlib.util import find_spec
 from pathlib import Path
@@ -37,15 +42,31 @@ def circuitsvis_bundle() -> Path:
     return bundle
 
 
-def _copy_bundle(app: Any, exception: Exception | None) -> None:
-    if exception is None and app.builder.format == "html":
-        static = Path(app.outdir) / "_static"
-        static.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(circuitsvis_bundle(), static / BUNDLE_NAME)
+_FONTAWESOME_SCRIPT = re.compile(
+    r'[ \t]*<script[^>]*src="[^"]*_static/scripts/fontawesome\.js[^"]*"[^>]*></script>\n?'
+)
+
+
+def without_fontawesome_script(html: str) -> str:
+    """``html`` without the ``<script>`` tag that loads the theme's fontawesome.js."""
+    return _FONTAWESOME_SCRIPT.sub("", html)
+
+
+def _finish_html(app: Any, exception: Exception | None) -> None:
+    if exception is not None or app.builder.format != "html":
+        return
+    static = Path(app.outdir) / "_static"
+    static.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(circuitsvis_bundle(), static / BUNDLE_NAME)
+    for page in Path(app.outdir).rglob("*.html"):
+        html = page.read_text(encoding="utf-8")
+        lighter = without_fontawesome_script(html)
+        if lighter != html:
+            page.write_text(lighter, encoding="utf-8")
 
 
 def setup(app: Any) -> dict[str, Any]:
     """Sphinx entry point (listed under ``sphinx: config: extensions`` in _config.yml)."""
     os.environ[BUNDLE_ENV_VAR] = BUNDLE_URL
-    app.connect("build-finished", _copy_bundle)
+    app.connect("build-finished", _finish_html)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
