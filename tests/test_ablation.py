@@ -66,6 +66,13 @@ def test_single_head_sweep_matches_the_shared_hooks(ioi_small):
         model, tokens, metric, method="mean", layers=[layer], last_position_only=True
     )
     assert zero.shape == mean.shape == (1, model.cfg.n_heads)
+    prebuilt = ablation_values(model, tokens, "mean")
+    assert torch.equal(
+        head_ablation_effects(
+            model, tokens, metric, values=prebuilt, layers=[layer], last_position_only=True
+        ),
+        mean,
+    )
     with torch.no_grad():
         _, cache = model.run_with_cache(tokens, names_filter=lambda name: name.endswith("hook_z"))
         means = head_means(cache, model)

@@ -114,16 +114,24 @@ def head_ablation_effects(
     seed: int = 0,
     layers: Sequence[int] | None = None,
     last_position_only: bool = False,
+    values: Sequence[Tensor] | None = None,
 ) -> Tensor:
     """``metric`` after ablating each head on its own (at every position).
 
     Uses the fast engine of :mod:`utils.patching`: the unablated run is cached once and
     each layer's heads share one batched run of the remaining blocks.
 
+    Args:
+        values: replacements already built by :func:`ablation_values` for these
+            ``tokens``; ``method``, ``reference_tokens`` and ``seed`` build them otherwise.
+
     Returns:
         ``Tensor[n_layers, n_heads]`` (``len(layers)`` rows), the metric after ablation.
     """
-    values = ablation_values(model, tokens, method, reference_tokens=reference_tokens, seed=seed)
+    if values is None:
+        values = ablation_values(
+            model, tokens, method, reference_tokens=reference_tokens, seed=seed
+        )
     run = cache_run(model, tokens)
     metric_value(metric, run.logits)
     return replace_heads_sweep(
