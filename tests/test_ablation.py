@@ -3,19 +3,23 @@
 import pytest
 import torch
 
-from utils.ablation import (
-    ablation_head_effects,
+from utils.interventions.effects import ablation_head_effects, backup_analysis
+from utils.interventions.ablation import (
     ablation_hooks,
     ablation_values,
-    backup_analysis,
     derangement,
     head_ablation_effects,
 )
-from utils.datasets import ioi_dataset
-from utils.effects import head_effects
-from utils.hooks import head_means, mean_ablation_hooks, z_hook_name, zero_ablation_hooks
-from utils.lens import logit_difference_direction
-from utils.metrics import logit_diff
+from utils.data.ioi import ioi_dataset
+from utils.interventions.effects import head_effects
+from utils.interventions.ablation import (
+    head_means,
+    mean_ablation_hooks,
+    zero_ablation_hooks,
+)
+from transformer_lens.utilities import get_act_name
+from utils.attribution.dla import logit_difference_direction
+from utils.core.metrics import logit_diff
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +48,7 @@ def test_ablation_values_shapes_and_meaning(ioi_small):
     batch, pos = tokens.shape
     shape = (batch, pos, model.cfg.n_heads, model.cfg.d_head)
     with torch.no_grad():
-        _, cache = model.run_with_cache(tokens, names_filter=[z_hook_name(0)])
+        _, cache = model.run_with_cache(tokens, names_filter=[get_act_name("z", 0)])
     zero = ablation_values(model, tokens, "zero")
     mean = ablation_values(model, tokens, "mean")
     resample = ablation_values(model, tokens, "resample", seed=0)
@@ -52,9 +56,9 @@ def test_ablation_values_shapes_and_meaning(ioi_small):
     for values in (zero, mean, resample):
         assert values[0].expand(shape).shape == shape
     assert torch.count_nonzero(zero[0]) == 0
-    assert torch.allclose(mean[0][0], cache[z_hook_name(0)].mean(dim=0))
+    assert torch.allclose(mean[0][0], cache[get_act_name("z", 0)].mean(dim=0))
     order = derangement(batch, seed=0)
-    assert torch.allclose(resample[0], cache[z_hook_name(0)][order])
+    assert torch.allclose(resample[0], cache[get_act_name("z", 0)][order])
 
 
 def test_single_head_sweep_matches_the_shared_hooks(ioi_small):

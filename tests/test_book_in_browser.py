@@ -303,7 +303,7 @@ def test_no_javascript_errors_in_the_console(pages):
 
 def test_attention_views_render_offline(pages):
     with_views = [nb for nb in CHAPTERS if "attention_heads_view(" in notebook_source(nb, "code")]
-    assert with_views, "no chapter calls utils.plotting.attention_heads_view: nothing to check"
+    assert with_views, "no chapter calls utils.viz.plots.attention_heads_view: nothing to check"
     for notebook in with_views:
         page = pages.get(page_path(notebook))
         assert page is not None, f"{notebook.name}: no page in the build"

@@ -10,14 +10,15 @@ import pytest
 import torch
 from torch import Tensor
 
-from utils.ablation import ablation_head_effects, ablation_hooks, derangement
+from utils.interventions.effects import ablation_head_effects
+from utils.interventions.ablation import ablation_hooks, derangement
 from utils.checks import CheckFailed
 from utils.checks.ablation import (
     check_derangement,
     check_direct_effect,
     check_mean_ablation_hook,
 )
-from utils.hooks import z_hook_name
+from transformer_lens.utilities import get_act_name
 
 
 def stub(*args: Any, **kwargs: Any) -> Any:
@@ -28,7 +29,7 @@ def stub(*args: Any, **kwargs: Any) -> Any:
 
 
 def reference_hook(reference_z: Tensor, heads: list[int]) -> Callable:
-    """Built from utils.ablation.ablation_hooks, another route than the check's."""
+    """Built from utils.interventions.ablation.ablation_hooks, another route than the check's."""
     n_heads = reference_z.shape[2]
     one_layer = SimpleNamespace(cfg=SimpleNamespace(n_layers=1, n_heads=n_heads))
     values = [reference_z.mean(dim=0, keepdim=True)]
@@ -146,7 +147,7 @@ def total_effect(model, tokens, layer, head, metric, values):
 
 
 def _delta(model, tokens, layer, head, values):
-    name = z_hook_name(layer)
+    name = get_act_name("z", layer)
     logits, cache = model.run_with_cache(tokens, names_filter=[name])
     clean_z = cache[name][:, :, head]
     new_z = values[layer].expand_as(cache[name])[:, :, head]
@@ -155,14 +156,14 @@ def _delta(model, tokens, layer, head, values):
 
 def reversed_change(model, tokens, layer, head, metric, values):
     logits, delta = _delta(model, tokens, layer, head, values)
-    final = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
+    final = get_act_name("resid_post", model.cfg.n_layers - 1)
     hooks = [(final, lambda resid, hook: resid - delta)]  # clean minus ablated
     return float(metric(model.run_with_hooks(tokens, fwd_hooks=hooks)) - metric(logits))
 
 
 def added_at_the_heads_layer(model, tokens, layer, head, metric, values):
     logits, delta = _delta(model, tokens, layer, head, values)
-    hooks = [(f"blocks.{layer}.hook_resid_post", lambda resid, hook: resid + delta)]
+    hooks = [(get_act_name("resid_post", layer), lambda resid, hook: resid + delta)]
     return float(metric(model.run_with_hooks(tokens, fwd_hooks=hooks)) - metric(logits))
 
 

@@ -16,8 +16,8 @@ from utils.checks.activation_patching import (
     check_normalise_patching,
     check_patch_heads,
 )
-from utils.hooks import z_hook_name
-from utils.patching import (
+from transformer_lens.utilities import get_act_name
+from utils.interventions.patching import (
     attribution_patching_effects,
     naive_head_patching_effects,
     normalise_patching,
@@ -130,7 +130,7 @@ def swapped_runs(model, base_tokens, source_tokens, metric, layer, heads):
 
 
 def whole_layer_each_time(model, base_tokens, source_tokens, metric, layer, heads):
-    name = z_hook_name(layer)
+    name = get_act_name("z", layer)
     _, cache = model.run_with_cache(source_tokens, names_filter=[name])
 
     def patch(z, hook):
@@ -165,7 +165,7 @@ def attribution_reference(model, base_tokens, source_tokens, metric):
 
 
 def _z_and_grads(model, tokens, metric, *, enable_grad=True):
-    names = [z_hook_name(layer) for layer in range(model.cfg.n_layers)]
+    names = [get_act_name("z", layer) for layer in range(model.cfg.n_layers)]
     kept = []
 
     def keep(z, hook):

@@ -4,6 +4,7 @@ the student stub's ``NotImplementedError`` through."""
 
 from __future__ import annotations
 
+from transformer_lens.utilities import get_act_name
 import pytest
 import torch
 
@@ -16,10 +17,13 @@ from utils.checks.background import (
     one_hot_pattern,
     random_attention_pattern,
 )
-from utils.datasets import ioi_dataset
-from utils.hooks import zero_ablation_hooks
-from utils.lens import head_direct_logit_attribution, logit_difference_direction
-from utils.metrics import induction_score, previous_token_score
+from utils.data.ioi import ioi_dataset
+from utils.interventions.ablation import zero_ablation_hooks
+from utils.attribution.dla import (
+    head_direct_logit_attribution,
+    logit_difference_direction,
+)
+from utils.scores.patterns import induction_score, previous_token_score
 
 
 def stub(*args, **kwargs):
@@ -237,9 +241,9 @@ def ioi_inputs(any_model):
 
 
 def learner_head_dla(model, cache, directions, layer, head, pos=-1):
-    z = cache[f"blocks.{layer}.attn.hook_z"][:, pos, head]  # (batch, d_head)
+    z = cache[get_act_name("z", layer)][:, pos, head]  # (batch, d_head)
     written = z @ model.W_O[layer, head]  # (batch, d_model)
-    scale = cache["ln_final.hook_scale"][:, pos, 0]  # (batch,)
+    scale = cache[get_act_name("scale")][:, pos, 0]  # (batch,)
     return ((written * directions).sum(-1) / scale).mean()
 
 
@@ -248,13 +252,13 @@ def reference_head_dla(model, cache, directions, layer, head, pos=-1):
 
 
 def wrong_no_scale(model, cache, directions, layer, head, pos=-1):
-    z = cache[f"blocks.{layer}.attn.hook_z"][:, pos, head]
+    z = cache[get_act_name("z", layer)][:, pos, head]
     return ((z @ model.W_O[layer, head]) * directions).sum(-1).mean()
 
 
 def wrong_sum_over_batch(model, cache, directions, layer, head, pos=-1):
-    z = cache[f"blocks.{layer}.attn.hook_z"][:, pos, head]
-    scale = cache["ln_final.hook_scale"][:, pos, 0]
+    z = cache[get_act_name("z", layer)][:, pos, head]
+    scale = cache[get_act_name("scale")][:, pos, 0]
     return (((z @ model.W_O[layer, head]) * directions).sum(-1) / scale).sum()
 
 
@@ -263,8 +267,8 @@ def wrong_last_position_always(model, cache, directions, layer, head, pos=-1):
 
 
 def wrong_scale_of_first_prompt(model, cache, directions, layer, head, pos=-1):
-    z = cache[f"blocks.{layer}.attn.hook_z"][:, pos, head]
-    scale = cache["ln_final.hook_scale"][0, pos, 0]
+    z = cache[get_act_name("z", layer)][:, pos, head]
+    scale = cache[get_act_name("scale")][0, pos, 0]
     return (((z @ model.W_O[layer, head]) * directions).sum(-1) / scale).mean()
 
 

@@ -16,7 +16,7 @@ from utils.checks.directional import (
     check_project_out_of_head,
     check_projection_accuracy,
 )
-from utils.steering import mean_difference, projection_accuracy
+from utils.analysis.directions import mean_difference, projection_accuracy
 
 
 def stub(*args: Any, **kwargs: Any) -> Any:

@@ -14,8 +14,9 @@ from utils.checks.in_context_identification import (
     check_retrieval_score,
     check_subword_merge_score,
 )
-from utils.identification import classify_movers, first_token_score, subword_merge_score
-from utils.metrics import retrieval_score
+from utils.analysis.classify import classify_movers
+from utils.scores.patterns import first_token_score, subword_merge_score
+from utils.scores.retrieval import retrieval_score
 
 
 def stub(*args, **kwargs):

@@ -4,6 +4,7 @@ the student stub's ``NotImplementedError`` through."""
 
 from __future__ import annotations
 
+from transformer_lens.utilities import get_act_name
 import math
 
 import pytest
@@ -16,9 +17,10 @@ from utils.checks.knowledge_recalling import (
     check_knockout_hook,
     check_negative_attention_score,
 )
-from utils.circuits import expand_kv_heads
-from utils.knowledge import classify_by_source, head_attribution_by_key
-from utils.metrics import negative_attention_score
+from utils.attribution.circuits import expand_kv_heads
+from utils.analysis.classify import classify_by_source
+from utils.attribution.dla import head_attribution_by_key
+from utils.scores.retrieval import negative_attention_score
 
 
 def stub(*args, **kwargs):
@@ -148,7 +150,7 @@ def make_attribution(*, kv="expand", scale=True, query=-1, weight=True):
     """A learner-style split of one head's DLA by key; the keyword arguments add bugs."""
 
     def attribution(model, cache, directions, layer, head):
-        values = cache[f"blocks.{layer}.attn.hook_v"]  # (batch, key, kv_head, d_head)
+        values = cache[get_act_name("v", layer)]  # (batch, key, kv_head, d_head)
         if kv == "expand":
             values = expand_kv_heads(values, model.cfg.n_heads, head_dim=2)[:, :, head]
         elif kv == "modulo":
@@ -158,9 +160,9 @@ def make_attribution(*, kv="expand", scale=True, query=-1, weight=True):
         along = (values @ model.W_O[layer, head]) @ directions.T  # (batch, key, batch)
         along = along.diagonal(dim1=0, dim2=2).T  # each prompt on its own direction
         if weight:
-            along = along * cache[f"blocks.{layer}.attn.hook_pattern"][:, head, query]
+            along = along * cache[get_act_name("pattern", layer)][:, head, query]
         if scale:
-            along = along / cache["ln_final.hook_scale"][:, -1]
+            along = along / cache[get_act_name("scale")][:, -1]
         return along
 
     return attribution

@@ -1,9 +1,16 @@
 """QK / OV circuits and grouped key/value heads."""
 
+from transformer_lens.utilities import get_act_name
 import pytest
 import torch
 
-from utils.circuits import expand_kv_heads, head_weights, ov_circuit, ov_copying_scores, qk_circuit
+from utils.attribution.circuits import (
+    expand_kv_heads,
+    head_weights,
+    ov_circuit,
+    ov_copying_scores,
+    qk_circuit,
+)
 
 
 def test_expand_kv_heads_maps_query_heads_to_their_group():
@@ -30,7 +37,7 @@ def test_keys_recomputed_from_weights_match_the_cache(embedded_model):
         _, cache = embedded_model.run_with_cache(tokens)
     normalised = cache["blocks.2.ln1.hook_normalized"]
     keys = normalised @ head_weights(embedded_model, 2, 8)["W_K"]
-    cached = cache["blocks.2.attn.hook_k"][:, :, 8 // 3]  # before the rotary embedding
+    cached = cache[get_act_name("k", 2)][:, :, 8 // 3]  # before the rotary embedding
     assert torch.allclose(keys, cached, atol=1e-3)
 
 

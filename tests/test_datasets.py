@@ -3,17 +3,15 @@
 import pytest
 import torch
 
-from utils.datasets import (
+from utils.data.facts import (
     FACTS,
     Fact,
     factual_recall_dataset,
-    ioi_dataset,
-    is_single_token,
-    repeated_random_tokens,
-    single_token_id,
     subject_token_positions,
-    tokens_of_equal_length,
 )
+from utils.data.ioi import ioi_dataset
+from utils.data.tokens import is_single_token, single_token_id, tokens_of_equal_length
+from utils.data.repeated import repeated_random_tokens
 
 
 def test_repeated_random_tokens_repeat_with_the_period(any_model):
@@ -97,7 +95,7 @@ def test_builtin_facts_are_well_formed():
 
 
 def test_toy_movie_reviews(any_model):
-    from utils.datasets import sentiment_score, toy_movie_reviews
+    from utils.data.sentiment import sentiment_score, toy_movie_reviews
 
     data = toy_movie_reviews(any_model, 8, seed=0)
     assert len(data) == 8 and data.labels.tolist() == [1, 0] * 4
@@ -114,7 +112,7 @@ def test_toy_movie_reviews(any_model):
 
 
 def test_embedded_model_follows_review_sentiment(embedded_model):
-    from utils.datasets import sentiment_score, toy_movie_reviews
+    from utils.data.sentiment import sentiment_score, toy_movie_reviews
 
     data = toy_movie_reviews(embedded_model, 16, seed=0)
     with torch.no_grad():

@@ -1,12 +1,13 @@
 """Direct, indirect and total effect of a head."""
 
+from transformer_lens.utilities import get_act_name
 import pytest
 import torch
 
-from utils.effects import head_effects
-from utils.hooks import zero_ablation_hooks
-from utils.lens import unembed
-from utils.metrics import logit_diff
+from utils.interventions.effects import head_effects
+from utils.interventions.ablation import zero_ablation_hooks
+from utils.attribution.lens import unembed
+from utils.core.metrics import logit_diff
 
 PROMPT = "When Mary and John went to the store, John gave a drink to"
 
@@ -21,8 +22,8 @@ def test_effects_match_independent_computations(any_model):
     with torch.no_grad():
         clean_logits, cache = any_model.run_with_cache(tokens)
         ablated = any_model.run_with_hooks(tokens, fwd_hooks=zero_ablation_hooks(any_model, [(layer, head)]))
-        z = cache[f"blocks.{layer}.attn.hook_z"][:, :, head]
-        final = cache[f"blocks.{any_model.cfg.n_layers - 1}.hook_resid_post"]
+        z = cache[get_act_name("z", layer)][:, :, head]
+        final = cache[get_act_name("resid_post", any_model.cfg.n_layers - 1)]
         direct_logits = unembed(any_model, final - z @ any_model.W_O[layer, head])
     assert effects.clean == pytest.approx(metric(clean_logits).item(), abs=1e-4)
     assert effects.total == pytest.approx(metric(ablated).item() - effects.clean, abs=1e-4)

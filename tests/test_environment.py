@@ -9,7 +9,7 @@ import torch
 from utils import environment
 from utils.environment import SETUP_CELL, prepare_environment
 from utils.exercises import CHAPTER_DIR
-from utils.models import EMBEDDED_WHEEL
+from utils.core.models import EMBEDDED_WHEEL
 
 CHAPTERS = sorted(CHAPTER_DIR.glob("[0-9][0-9]_*.ipynb"))
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from utils.heads import format_heads, random_heads, top_heads
+from utils.core.heads import format_heads, random_heads, top_heads
 
 
 def test_top_heads_orders_best_first():
@@ -50,6 +50,6 @@ def test_random_heads_errors(any_model):
 
 def test_format_heads():
     scores = torch.tensor([[0.5, 0.25], [1.0, 0.0]])
-    assert format_heads([(1, 0), (0, 1)], scores) == "1.0 (1.00), 0.1 (0.25)"
-    assert format_heads([(0, 0)]) == "0.0"
+    assert format_heads([(1, 0), (0, 1)], scores) == "L1H0 (1.00), L0H1 (0.25)"
+    assert format_heads([(0, 0)]) == "L0H0"
     assert format_heads([]) == "none"

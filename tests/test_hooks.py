@@ -3,17 +3,16 @@
 import pytest
 import torch
 
-from utils.hooks import (
-    add_to_residual_hooks,
-    all_head_outputs,
-    check_heads,
+from utils.interventions.steering import add_to_residual_hooks
+from utils.attribution.dla import all_head_outputs, head_output
+from utils.core.heads import check_heads
+from utils.interventions.ablation import (
     head_means,
-    head_output,
     mean_ablation_hooks,
     patch_head_hooks,
-    z_hook_name,
     zero_ablation_hooks,
 )
+from transformer_lens.utilities import get_act_name
 
 PROMPTS = ["When Mary and John went to the store, John gave a drink to"]
 OTHER = ["When Alice and Bob went to the park, Bob gave a book to"]
@@ -26,7 +25,7 @@ def last_layer_head(model):
 def test_zero_ablation_zeroes_the_head_and_changes_logits(any_model):
     layer, head = 1, 0
     tokens = any_model.to_tokens(PROMPTS)
-    name = z_hook_name(layer)
+    name = get_act_name("z", layer)
     captured = {}
 
     def capture(z, hook):
@@ -71,9 +70,9 @@ def test_mean_ablation_uses_reference_means(any_model):
 
     with torch.no_grad():
         any_model.run_with_hooks(
-            tokens, fwd_hooks=mean_ablation_hooks(any_model, [(0, 1)], means) + [(z_hook_name(0), capture)]
+            tokens, fwd_hooks=mean_ablation_hooks(any_model, [(0, 1)], means) + [(get_act_name("z", 0), capture)]
         )
-    assert torch.allclose(captured["z"][0, :, 1], cache[z_hook_name(0)][:, :, 1].mean(0), atol=1e-5)
+    assert torch.allclose(captured["z"][0, :, 1], cache[get_act_name("z", 0)][:, :, 1].mean(0), atol=1e-5)
     flat = head_means(cache, any_model, per_position=False)
     assert flat[0].shape == (any_model.cfg.n_heads, any_model.cfg.d_head)
     short = any_model.to_tokens(["Hi there"])
@@ -114,8 +113,8 @@ def test_head_outputs_sum_to_attention_output(any_model):
         per_head = all_head_outputs(any_model, cache, layer)
     b_O = any_model.blocks[layer].attn.b_O
     total = per_head.sum(dim=2) + (b_O if b_O is not None else 0)
-    assert torch.allclose(total, cache[f"blocks.{layer}.hook_attn_out"], atol=1e-4)
-    single = head_output(any_model, cache[z_hook_name(layer)], layer, 0)
+    assert torch.allclose(total, cache[get_act_name("attn_out", layer)], atol=1e-4)
+    single = head_output(any_model, cache[get_act_name("z", layer)], layer, 0)
     assert torch.allclose(single, per_head[:, :, 0], atol=1e-5)
 
 

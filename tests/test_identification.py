@@ -1,6 +1,7 @@
 """ICI scores on hand-made attention patterns, the retrieval rows on both models, the
 head pickers, the ablation comparison and the figure."""
 
+from transformer_lens.utilities import get_act_name
 import matplotlib
 
 matplotlib.use("Agg")
@@ -9,27 +10,30 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from utils.hooks import head_means  # noqa: E402
-from utils.circuits import ov_copying_scores  # noqa: E402
-from utils.identification import (  # noqa: E402
-    attention_and_dla_filter,
+from utils.interventions.ablation import head_means# noqa: E402
+from utils.attribution.circuits import ov_copying_scores# noqa: E402
+from utils.core.cache import attention_and_dla_filter  # noqa: E402
+from utils.scores.patterns import (
     attention_between,
     attention_received,
-    attention_rows,
-    classify_movers,
-    compare_ablation,
     first_token_score,
     fixed_offset_score,
-    plot_score_and_pattern,
     positional_baseline_accuracy,
     relation_accuracy,
-    retrieval_scores,
-    single_position_cache,
     subword_merge_score,
 )
-from utils.models import CachedWeights  # noqa: E402
-from utils.lens import head_direct_logit_attribution, logit_difference_direction  # noqa: E402
-from utils.metrics import previous_token_score, retrieval_score  # noqa: E402
+from utils.scores.retrieval import attention_rows, retrieval_scores
+from utils.analysis.classify import classify_movers
+from utils.interventions.ablation import compare_ablation
+from utils.viz.plots import plot_score_and_pattern
+from utils.core.cache import single_position_cache
+from utils.core.models import CachedWeights# noqa: E402
+from utils.attribution.dla import (
+    head_direct_logit_attribution,
+    logit_difference_direction,
+)# noqa: E402
+from utils.scores.patterns import previous_token_score
+from utils.scores.retrieval import retrieval_score# noqa: E402
 
 from patterns import one_hot_pattern, uniform_pattern  # noqa: E402
 
@@ -176,7 +180,7 @@ def test_attention_rows_match_the_cache(any_model):
     assert rows.shape == (n_layers, 2, n_heads, 2, tokens.shape[1])
     assert torch.allclose(kept_logits, logits, atol=1e-4)
     for layer in (0, n_layers - 1):
-        full = cache[f"blocks.{layer}.attn.hook_pattern"]
+        full = cache[get_act_name("pattern", layer)]
         assert torch.allclose(rows[layer, 1, :, 0], full[1, :, 5], atol=1e-5)
         assert torch.allclose(rows[layer, 0, :, 1], full[0, :, 9], atol=1e-5)
     targets = torch.tensor([[1, 2], [4, 0]])
@@ -185,7 +189,7 @@ def test_attention_rows_match_the_cache(any_model):
     expected = torch.stack(
         [
             retrieval_score(
-                cache[f"blocks.{layer}.attn.hook_pattern"][[0, 0, 1, 1]],
+                cache[get_act_name("pattern", layer)][[0, 0, 1, 1]],
                 torch.tensor([3, 9, 5, 8]),
                 torch.tensor([1, 2, 4, 0]),
             )
@@ -297,14 +301,14 @@ def test_single_position_cache_gives_the_same_attribution(any_model):
 
 
 def test_single_position_cache_bad_input():
-    cache = {"blocks.0.attn.hook_z": torch.zeros(1, 4, 2, 3), "ln_final.hook_scale": torch.ones(1, 4, 1)}
-    assert single_position_cache(cache, -1)["blocks.0.attn.hook_z"].shape == (1, 1, 2, 3)
+    cache = {get_act_name("z", 0): torch.zeros(1, 4, 2, 3), get_act_name("scale"): torch.ones(1, 4, 1)}
+    assert single_position_cache(cache, -1)[get_act_name("z", 0)].shape == (1, 1, 2, 3)
     with pytest.raises(ValueError, match="outside"):
         single_position_cache(cache, 4)
     with pytest.raises(TypeError, match="pos"):
         single_position_cache(cache, 1.0)
     with pytest.raises(ValueError, match="hook_z"):
-        single_position_cache({"ln_final.hook_scale": torch.ones(1, 4, 1)}, 0)
+        single_position_cache({get_act_name("scale"): torch.ones(1, 4, 1)}, 0)
 
 
 def test_cached_weights_match_the_model(any_model):

@@ -4,15 +4,11 @@ agree, seeds reproduce, and bad arguments raise clear errors."""
 import pytest
 import torch
 
-from utils.identification_data import (
-    acronym_dataset,
-    needle_in_a_haystack,
-    pad_right,
-    rare_word_prompts,
-    syntactic_sentences,
-    token_rarity,
-    word_spans,
-)
+from utils.data.acronyms import acronym_dataset
+from utils.data.needles import needle_in_a_haystack
+from utils.data.tokens import pad_right
+from utils.data.rare_words import rare_word_prompts, token_rarity
+from utils.data.syntax import syntactic_sentences, word_spans
 
 
 def decode(model, token_id) -> str:

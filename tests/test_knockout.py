@@ -3,10 +3,11 @@ last-position mean ablation and PrefixRun."""
 
 from __future__ import annotations
 
+from transformer_lens.utilities import get_act_name
 import pytest
 import torch
 
-from utils.knockout import (
+from utils.interventions.knockout import (
     PrefixRun,
     attention_knockout_hooks,
     equalize_attention_hooks,
@@ -15,7 +16,7 @@ from utils.knockout import (
     layer_windows,
     run_variants,
 )
-from utils.metrics import negative_attention_score
+from utils.scores.retrieval import negative_attention_score
 
 torch.set_grad_enabled(False)
 
@@ -29,12 +30,12 @@ def test_knockout_blocks_edges_and_keeps_rows_normalised(any_model):
     with any_model.hooks(fwd_hooks=hooks):
         _, blocked = any_model.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_pattern"))
     for layer in (0, 1):
-        pattern = blocked[f"blocks.{layer}.attn.hook_pattern"]
+        pattern = blocked[get_act_name("pattern", layer)]
         assert torch.all(pattern[1, :, -1, [1, 2]] == 0)
         assert torch.allclose(pattern[1, :, -1].sum(-1), torch.ones(any_model.cfg.n_heads), atol=1e-5)
         # Row 0 and every other query are untouched in this layer.
-        assert torch.allclose(pattern[0], clean[f"blocks.{layer}.attn.hook_pattern"][0], atol=1e-5)
-        assert torch.allclose(pattern[1, :, :-1], clean[f"blocks.{layer}.attn.hook_pattern"][1, :, :-1], atol=1e-5)
+        assert torch.allclose(pattern[0], clean[get_act_name("pattern", layer)][0], atol=1e-5)
+        assert torch.allclose(pattern[1, :, :-1], clean[get_act_name("pattern", layer)][1, :, :-1], atol=1e-5)
 
 
 def test_knockout_rejects_bad_input(any_model):
@@ -128,7 +129,7 @@ def test_equalize_attention_removes_the_preference(any_model):
     with any_model.hooks(fwd_hooks=hooks):
         _, cache = any_model.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_pattern"))
     for layer, head in heads:
-        pattern = cache[f"blocks.{layer}.attn.hook_pattern"]
+        pattern = cache[get_act_name("pattern", layer)]
         for b in range(2):
             start = int(max(first[b], second[b]))
             assert torch.allclose(pattern[b, head, start:, first[b]], pattern[b, head, start:, second[b]])
@@ -165,7 +166,7 @@ def test_last_position_mean_ablation(any_model):
     hooks = last_position_mean_ablation_hooks(any_model, heads, clean)
     with any_model.hooks(fwd_hooks=hooks):
         _, ablated = any_model.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_z"))
-    z0, z0_clean = ablated["blocks.0.attn.hook_z"], clean["blocks.0.attn.hook_z"]
+    z0, z0_clean = ablated[get_act_name("z", 0)], clean[get_act_name("z", 0)]
     expected = z0_clean[:, -1, 1].mean(0)
     assert torch.allclose(z0[:, -1, 1], expected.expand(3, -1), atol=1e-5)
     assert torch.allclose(z0[:, :-1], z0_clean[:, :-1], atol=1e-5)

@@ -3,20 +3,21 @@ option attention and OV lookups."""
 
 from __future__ import annotations
 
+from transformer_lens.utilities import get_act_name
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-from utils.knowledge import (
+from utils.attribution.dla import (
     attribution_by_source,
-    classify_by_source,
     head_attribution_by_key,
-    option_attention,
-    ov_lookup_accuracy,
     subject_share,
 )
-from utils.lens import head_direct_logit_attribution
+from utils.analysis.classify import classify_by_source
+from utils.scores.patterns import option_attention
+from utils.attribution.circuits import ov_lookup_accuracy
+from utils.attribution.dla import head_direct_logit_attribution
 
 torch.set_grad_enabled(False)
 
@@ -24,9 +25,9 @@ PROMPT = "The Eiffel Tower is located in the city of"
 
 
 def _cache(model, tokens):
-    names = {"ln_final.hook_scale"}
+    names = {get_act_name("scale")}
     for layer in range(model.cfg.n_layers):
-        names |= {f"blocks.{layer}.attn.hook_pattern", f"blocks.{layer}.attn.hook_v", f"blocks.{layer}.attn.hook_z"}
+        names |= {get_act_name("pattern", layer), get_act_name("v", layer), get_act_name("z", layer)}
     return model.run_with_cache(tokens, names_filter=lambda name: name in names)
 
 
@@ -101,7 +102,7 @@ def test_option_attention_on_a_known_pattern():
     pattern = torch.zeros(2, 2, 5, 5)
     pattern[:, 0, -1, 1] = 1.0  # head 0 looks at option 0 only
     pattern[:, 1, -1, [1, 2, 3, 4]] = 0.25  # head 1 spreads evenly over four options
-    cache = {"blocks.0.attn.hook_pattern": pattern}
+    cache = {get_act_name("pattern", 0): pattern}
     options = torch.tensor([[1, 2, 3, 4], [1, 2, 3, 4]])
     summary = option_attention(cache, options)
     assert summary.mass[0].tolist() == pytest.approx([1.0, 1.0])
@@ -146,7 +147,7 @@ def test_ov_lookup_finds_a_planted_association():
     model = SimpleNamespace(cfg=SimpleNamespace(n_layers=1, n_heads=2), W_O=W_O, W_U=W_U)
     values = torch.zeros(3, 2, 2, d)  # (batch, pos, kv_head, d_head)
     values[torch.arange(3), 1, :, torch.arange(3)] = 1.0
-    scores = ov_lookup_accuracy(model, {"blocks.0.attn.hook_v": values}, 1, candidates)
+    scores = ov_lookup_accuracy(model, {get_act_name("v", 0): values}, 1, candidates)
     assert scores[0, 0].item() == 1.0
     assert scores[0, 1].item() == pytest.approx(1 / 3)
 

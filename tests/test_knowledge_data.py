@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from utils.knowledge_data import (
+from utils.data.capitals import (
     COUNTRY_CAPITALS,
     LETTERS,
     capital_facts,

@@ -1,14 +1,13 @@
 """Logit lens and direct logit attribution add up on both architectures."""
 
+from transformer_lens.utilities import get_act_name
 import torch
 
-from utils.lens import (
-    answer_rank,
+from utils.attribution.lens import answer_rank, logit_lens, residual_stack
+from utils.attribution.dla import (
     component_direct_logit_attribution,
     head_direct_logit_attribution,
     logit_difference_direction,
-    logit_lens,
-    residual_stack,
 )
 
 PROMPT = "When Mary and John went to the store, John gave a drink to"
@@ -39,7 +38,7 @@ def test_direct_attributions_add_up_to_the_logit_difference(any_model):
         heads = head_direct_logit_attribution(any_model, cache, directions)
         parts = component_direct_logit_attribution(any_model, cache, directions)
     difference = (logits[0, -1, mary] - logits[0, -1, john]).item()
-    scale = cache["ln_final.hook_scale"][0, -1, 0]
+    scale = cache[get_act_name("scale")][0, -1, 0]
     bias_terms = torch.zeros(any_model.cfg.n_layers)
     for layer in range(any_model.cfg.n_layers):
         b_O = any_model.blocks[layer].attn.b_O

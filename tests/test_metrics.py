@@ -1,20 +1,19 @@
 """The scores on hand-made attention patterns whose answers are known."""
 
+from transformer_lens.utilities import get_act_name
 import math
 
 import pytest
 import torch
 
-from utils.metrics import (
+from utils.scores.patterns import (
     duplicate_token_score,
     head_scores,
     induction_score,
-    logit_diff,
-    loss_per_position,
-    negative_attention_score,
     previous_token_score,
-    retrieval_score,
 )
+from utils.core.metrics import logit_diff, loss_per_position
+from utils.scores.retrieval import negative_attention_score, retrieval_score
 
 from patterns import one_hot_pattern
 
@@ -133,7 +132,7 @@ def test_negative_attention_score_rejects_same_position():
 
 
 def test_head_scores_stacks_layers_and_drops_bos():
-    cache = {f"blocks.{layer}.attn.hook_pattern": one_hot_pattern(1, 2, 5, lambda h, i: i - 1) for layer in range(3)}
+    cache = {get_act_name("pattern", layer): one_hot_pattern(1, 2, 5, lambda h, i: i - 1) for layer in range(3)}
     scores = head_scores(cache, previous_token_score)
     assert scores.shape == (3, 2)
     assert torch.allclose(scores, torch.ones(3, 2))

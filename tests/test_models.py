@@ -6,8 +6,8 @@ import time
 import pytest
 import torch
 
-from utils import models
-from utils.models import (
+from utils.core import models
+from utils.core.models import (
     EmbeddedModelNotInstalledError,
     describe_model,
     load_model,

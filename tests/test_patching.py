@@ -1,23 +1,22 @@
 """Exact and attribution patching: the fast engine equals the naive loop."""
 
+from transformer_lens.utilities import get_act_name
 import pytest
 import torch
 
-from utils.datasets import ioi_dataset
-from utils.metrics import logit_diff
-from utils.patching import (
+from utils.data.ioi import ioi_dataset
+from utils.core.metrics import logit_diff
+from utils.interventions.patching import (
     attribution_patching_effects,
-    cache_run,
     head_patching_effects,
     head_position_patching_effects,
     naive_head_patching_effects,
     normalise_patching,
     patching_baselines,
-    ranking_agreement,
-    replace_heads_sweep,
     residual_patching_effects,
-    run_from_layer,
 )
+from utils.interventions.engine import cache_run, replace_heads_sweep, run_from_layer
+from utils.analysis.ranking import ranking_agreement
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +81,7 @@ def test_position_specific_patching_matches_hooked_runs(ioi_small):
         )
         cases = ((0, heads[0], s2), (0, heads[0], -1), (1, heads[1], -1))
         for row, (layer, head), position in cases:
-            name = f"blocks.{layer}.attn.hook_z"
+            name = get_act_name("z", layer)
 
             def patch(z, hook, head=head, position=position, name=name):
                 z[:, position, head] = corrupted_cache[name][:, position, head]
@@ -136,7 +135,7 @@ def test_residual_patching_matches_a_hooked_run(ioi_small):
         model, ioi.clean_tokens, ioi.corrupted_tokens, metric, layers=[layer], positions=positions
     )
     assert values.shape == (1, 2)
-    name = f"blocks.{layer}.hook_resid_pre"
+    name = get_act_name("resid_pre", layer)
     with torch.no_grad():
         _, clean_cache = model.run_with_cache(ioi.clean_tokens, names_filter=[name])
         for column, position in enumerate(positions):

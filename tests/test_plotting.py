@@ -8,7 +8,11 @@ import pytest
 import torch
 
 from utils.book_assets import BUNDLE_ENV_VAR, circuitsvis_bundle
-from utils.plotting import attention_heads_view, attention_pattern_plot, layer_head_heatmap
+from utils.viz.plots import (
+    attention_heads_view,
+    attention_pattern_plot,
+    layer_head_heatmap,
+)
 
 
 def test_heatmap_and_highlight():

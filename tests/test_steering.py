@@ -3,26 +3,28 @@
 import pytest
 import torch
 
-from utils.datasets import sentiment_score, toy_movie_reviews
-from utils.hooks import z_hook_name
-from utils.steering import (
+from utils.data.sentiment import sentiment_score, toy_movie_reviews
+from transformer_lens.utilities import get_act_name
+from utils.interventions.steering import (
     add_direction_hooks,
     add_to_heads_hooks,
-    direct_contributions,
     greedy_continuation,
     head_addition_sweep,
+    project_out_of_heads_hooks,
+    removed_direct_effect,
+    steering_sweep,
+)
+from utils.attribution.dla import direct_contributions
+from utils.analysis.directions import (
     head_output_differences,
     mean_difference,
-    project_out_of_heads_hooks,
     projection_accuracy,
     projection_effect_size,
     random_directions_like,
-    removed_direct_effect,
     residual_directions,
     sentiment_logit_direction,
-    split_reviews_by_adjective,
-    steering_sweep,
 )
+from utils.data.sentiment import split_reviews_by_adjective
 
 PROMPTS = ["When Mary and John went to the store, John gave a drink to"] * 2
 
@@ -84,11 +86,11 @@ def test_residual_and_head_directions(any_model):
     cfg = any_model.cfg
     resid = residual_directions(any_model, cache, labels, pos=-1)
     assert resid.shape == (cfg.n_layers + 1, cfg.d_model)
-    manual = cache["blocks.1.hook_resid_pre"][0, -1] - cache["blocks.1.hook_resid_pre"][1, -1]
+    manual = cache[get_act_name("resid_pre", 1)][0, -1] - cache[get_act_name("resid_pre", 1)][1, -1]
     assert torch.allclose(resid[1], manual, atol=1e-5)
     heads = head_output_differences(any_model, cache, labels, pos=-1)
     assert heads.shape == (cfg.n_layers, cfg.n_heads, cfg.d_head)
-    z = cache[z_hook_name(0)][:, -1, 1]
+    z = cache[get_act_name("z", 0)][:, -1, 1]
     assert torch.allclose(heads[0, 1], z[0] - z[1], atol=1e-5)
 
 
@@ -98,7 +100,7 @@ def test_sentiment_logit_direction_reads_the_score(any_model):
     with torch.no_grad():
         logits, cache = any_model.run_with_cache(tokens)
     direction = sentiment_logit_direction(any_model, positive, negative)
-    normalised = any_model.ln_final(cache[f"blocks.{any_model.cfg.n_layers - 1}.hook_resid_post"][:, -1])
+    normalised = any_model.ln_final(cache[get_act_name("resid_post", any_model.cfg.n_layers - 1)][:, -1])
     bias = getattr(any_model, "b_U", None)
     offset = 0.0 if bias is None else float(bias[positive].mean() - bias[negative].mean())
     expected = sentiment_score(logits, positive, negative)
@@ -166,7 +168,7 @@ def test_add_direction_hooks_shift_every_position_but_bos(any_model):
     tokens = any_model.to_tokens(PROMPTS)
     layer = 1
     direction = torch.randn(any_model.cfg.d_model, generator=torch.Generator().manual_seed(0))
-    name = f"blocks.{layer}.hook_resid_pre"
+    name = get_act_name("resid_pre", layer)
     store = {}
     scale = torch.tensor([2.0, -1.0])
     with torch.no_grad():
@@ -249,7 +251,7 @@ def test_add_to_heads_hooks_changes_one_head_at_one_position(any_model):
     z_dirs = torch.zeros(cfg.n_layers, cfg.n_heads, cfg.d_head)
     z_dirs[layer, head] = 1.0
     store = {}
-    name = z_hook_name(layer)
+    name = get_act_name("z", layer)
     with torch.no_grad():
         any_model.run_with_hooks(tokens, fwd_hooks=[(name, capture_hook(store, "clean"))])
         any_model.run_with_hooks(
@@ -278,16 +280,16 @@ def test_project_out_removes_only_the_heads_component(any_model):
     unit = direction / direction.norm()
     store = {}
     with torch.no_grad():
-        names = [z_hook_name(layer), f"blocks.{layer}.hook_attn_out"]
+        names = [get_act_name("z", layer), get_act_name("attn_out", layer)]
         _, cache = any_model.run_with_cache(tokens, names_filter=names)
         any_model.run_with_hooks(
             tokens,
             fwd_hooks=project_out_of_heads_hooks(any_model, heads, direction)
-            + [(f"blocks.{layer}.hook_attn_out", capture_hook(store, "out"))],
+            + [(get_act_name("attn_out", layer), capture_hook(store, "out"))],
         )
-    z = cache[z_hook_name(layer)]
+    z = cache[get_act_name("z", layer)]
     written = torch.stack([z[:, :, h] @ any_model.W_O[layer, h] for _, h in heads]).sum(0)
-    expected = cache[f"blocks.{layer}.hook_attn_out"] - (written @ unit)[..., None] * unit
+    expected = cache[get_act_name("attn_out", layer)] - (written @ unit)[..., None] * unit
     assert torch.allclose(store["out"], expected, atol=1e-4)
 
 
@@ -337,7 +339,7 @@ def test_direct_contributions_add_up_to_the_readout(any_model):
     parts = direct_contributions(any_model, cache, direction)
     assert parts["heads"].shape == (2, cfg.n_layers, cfg.n_heads)
     assert parts["mlp"].shape == (2, cfg.n_layers)
-    scale = cache["ln_final.hook_scale"][:, -1, 0]
+    scale = cache[get_act_name("scale")][:, -1, 0]
     rest = cache["hook_embed"][:, -1]
     if "hook_pos_embed" in cache:
         rest = rest + cache["hook_pos_embed"][:, -1]
@@ -346,7 +348,7 @@ def test_direct_contributions_add_up_to_the_readout(any_model):
         if b_O is not None:
             rest = rest + b_O
     total = parts["heads"].sum((1, 2)) + parts["mlp"].sum(1) + rest @ direction / scale
-    final = cache[f"blocks.{cfg.n_layers - 1}.hook_resid_post"][:, -1] @ direction / scale
+    final = cache[get_act_name("resid_post", cfg.n_layers - 1)][:, -1] @ direction / scale
     assert torch.allclose(total, final, atol=1e-3)
     with pytest.raises(ValueError, match="shape"):
         direct_contributions(any_model, cache, torch.ones(3))

@@ -5,7 +5,7 @@ which keeps a notebook's views working offline but makes each chapter page of th
 heavier by that much. During the book build this extension
 
 * sets :data:`BUNDLE_ENV_VAR` before the chapters are executed, so that
-  :func:`utils.plotting.attention_heads_view` writes a ``<script src=...>`` tag pointing
+  :func:`utils.viz.plots.attention_heads_view` writes a ``<script src=...>`` tag pointing
   at the shared file instead of the bundle itself (the kernels inherit the variable);
 * copies the bundle into the built site's ``_static/`` once.
 

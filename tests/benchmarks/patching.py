@@ -34,15 +34,15 @@ def main() -> None:
     # The reference sweep draws a progress bar over 270 heads; the table is enough.
     tl_patching.tqdm = lambda iterable, *args, **kwargs: iterable
 
-    from utils.datasets import ioi_dataset
-    from utils.hooks import z_hook_name
-    from utils.metrics import logit_diff
-    from utils.models import describe_model, load_model, set_seed
-    from utils.patching import (
+    from utils.data.ioi import ioi_dataset
+    from transformer_lens.utilities import get_act_name
+    from utils.core.metrics import logit_diff
+    from utils.core.models import describe_model, load_model, set_seed
+    from utils.interventions.patching import (
         attribution_patching_effects,
         head_patching_effects,
-        ranking_agreement,
     )
+    from utils.analysis.ranking import ranking_agreement
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, default=4, help="IOI prompts in the batch")
@@ -72,7 +72,7 @@ def main() -> None:
     def naive() -> torch.Tensor:
         with torch.no_grad():
             _, clean_cache = model.run_with_cache(
-                clean, names_filter=[z_hook_name(layer) for layer in range(model.cfg.n_layers)]
+                clean, names_filter=[get_act_name("z", layer) for layer in range(model.cfg.n_layers)]
             )
             return tl_patching.get_act_patch_attn_head_out_all_pos(
                 model, corrupted, clean_cache, metric

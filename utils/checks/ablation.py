@@ -18,12 +18,14 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
-from utils.ablation import ablation_head_effects, ablation_values, derangement
+from utils.interventions.effects import ablation_head_effects
+from utils.interventions.ablation import ablation_values, derangement
 from utils.checks import Case, Hook, check_against_reference, run_hook
-from utils.datasets import ioi_dataset
-from utils.hooks import head_means, mean_ablation_hooks, z_hook_name
-from utils.metrics import logit_diff
-from utils.models import CachedWeights
+from utils.data.ioi import ioi_dataset
+from utils.interventions.ablation import head_means, mean_ablation_hooks
+from transformer_lens.utilities import get_act_name
+from utils.core.metrics import logit_diff
+from utils.core.models import CachedWeights
 
 __all__ = [
     "check_mean_ablation_hook",
@@ -44,12 +46,12 @@ def check_mean_ablation_hook(fn: Callable[[Tensor, Sequence[int]], Hook]) -> Non
     """Check ``fn(reference_z, heads)``, a factory of ``hook_z`` hooks that replace the
     chosen heads' outputs by their per-position mean over the reference prompts.
 
-    The reference is :func:`utils.hooks.head_means` followed by
-    :func:`utils.hooks.mean_ablation_hooks`, on one layer. Each case applies both hooks
+    The reference is :func:`utils.interventions.ablation.head_means` followed by
+    :func:`utils.interventions.ablation.mean_ablation_hooks`, on one layer. Each case applies both hooks
     to the same random ``hook_z`` tensor ``(batch, pos, n_heads, d_head)``.
     """
     generator = torch.Generator().manual_seed(20)
-    name = z_hook_name(0)
+    name = get_act_name("z", 0)
 
     def reference(reference_z: Tensor, heads: Sequence[int]) -> Hook:
         n_heads = reference_z.shape[2]
@@ -123,7 +125,7 @@ def _derangement_report(
 def check_derangement(fn: Callable[[int, int], Tensor]) -> None:
     """Check ``fn(n, seed) -> LongTensor[n]``, a seeded random derangement.
 
-    The reference :func:`utils.ablation.derangement` draws one particular derangement;
+    The reference :func:`utils.interventions.ablation.derangement` draws one particular derangement;
     any other correct draw is fine. So each case compares *properties* over several
     seeds: a permutation of ``range(n)`` with no fixed point, the same for the same
     seed, different for different seeds (where more than one derangement exists).
@@ -152,8 +154,8 @@ def check_direct_effect(
 ) -> None:
     """Check ``fn(model, tokens, layer, head, metric, values) -> float``, the direct
     effect of replacing one head's output by ``values`` (from
-    :func:`utils.ablation.ablation_values`), against the ``direct`` field of
-    :func:`utils.ablation.ablation_head_effects`.
+    :func:`utils.interventions.ablation.ablation_values`), against the ``direct`` field of
+    :func:`utils.interventions.effects.ablation_head_effects`.
 
     Two cases on two IOI prompts: zero ablation of a head of the last layer, and mean
     ablation (over four other prompts of the same template) of a head of an earlier

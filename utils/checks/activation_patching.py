@@ -6,7 +6,7 @@ random and edge-case inputs, prints one line when every case matches and raises
 :class:`utils.checks.CheckFailed` otherwise.
 
 The checks that need the model build their own two IOI prompts (and their ABC
-corruptions) with :func:`utils.datasets.ioi_dataset`, so that they stay small: a
+corruptions) with :func:`utils.data.ioi.ioi_dataset`, so that they stay small: a
 handful of forward passes on two short prompts.
 """
 
@@ -18,15 +18,14 @@ import torch
 from torch import Tensor
 
 from utils.checks import Case, Hook, check_against_reference, run_hook
-from utils.datasets import IOIDataset, ioi_dataset
-from utils.metrics import logit_diff
-from utils.patching import (
+from utils.data.ioi import IOIDataset, ioi_dataset
+from utils.core.metrics import logit_diff
+from utils.interventions.patching import (
     attribution_patching_effects,
-    cache_run,
     head_patch_hook,
     normalise_patching,
-    replace_heads_sweep,
 )
+from utils.interventions.engine import cache_run, replace_heads_sweep
 
 __all__ = [
     "check_normalise_patching",
@@ -61,7 +60,7 @@ def _small_ioi(model: Any, seed: int = 3) -> tuple[IOIDataset, Metric]:
 
 def check_normalise_patching(fn: Callable[[Tensor, float, float], Tensor]) -> None:
     """Check ``fn(values, clean_value, corrupted_value) -> Tensor`` (same shape as
-    ``values``) against :func:`utils.patching.normalise_patching`."""
+    ``values``) against :func:`utils.interventions.patching.normalise_patching`."""
     generator = torch.Generator().manual_seed(10)
     grid = torch.randn(5, 4, generator=generator) * 2
     cases = [
@@ -150,7 +149,7 @@ def check_patch_heads(
     """Check ``fn(model, base_tokens, source_tokens, metric, layer, heads)``, the naive
     loop that patches each of ``heads`` of ``layer`` (all positions) with one forward
     pass per head, against the fast exact patching of :mod:`utils.patching`
-    (:func:`utils.patching.head_patching_effects` without its input checks: the clean
+    (:func:`utils.interventions.patching.head_patching_effects` without its input checks: the clean
     and corrupted runs are cached once for both cases).
 
     Two cases on two IOI prompts: denoising two heads of the last layer, and noising
@@ -198,7 +197,7 @@ def check_attribution_patching(
 ) -> None:
     """Check ``fn(model, base_tokens, source_tokens, metric) -> Tensor[n_layers,
     n_heads]``, the attribution-patching estimate of patching every head, against
-    :func:`utils.patching.attribution_patching_effects`.
+    :func:`utils.interventions.patching.attribution_patching_effects`.
 
     The learner's function is called with gradients switched off, as in the chapter, so
     it has to switch them on itself where it needs them. One case, denoising on two IOI

@@ -11,16 +11,17 @@ attention patterns that the checks of chapters 00-02 share.
 
 from __future__ import annotations
 
+from transformer_lens.utilities import get_act_name
 from typing import Any, Callable
 
 import torch
 from torch import Tensor
 
 from utils.checks import Case, Hook, check_against_reference, run_hook
-from utils.hooks import zero_ablation_hooks
-from utils.lens import head_direct_logit_attribution
-from utils.metrics import induction_score, previous_token_score
-from utils.models import CachedWeights
+from utils.interventions.ablation import zero_ablation_hooks
+from utils.attribution.dla import head_direct_logit_attribution
+from utils.scores.patterns import induction_score, previous_token_score
+from utils.core.models import CachedWeights
 
 __all__ = [
     "random_attention_pattern",
@@ -77,7 +78,7 @@ def _uniform_pattern(batch: int, n_heads: int, n_pos: int) -> Tensor:
 
 def check_previous_token_score(fn: Callable[[Tensor], Tensor]) -> None:
     """Check ``fn(pattern) -> Tensor[n_heads]`` against
-    :func:`utils.metrics.previous_token_score`."""
+    :func:`utils.scores.patterns.previous_token_score`."""
     generator = torch.Generator().manual_seed(0)
 
     def random(batch: int, n_heads: int, n_pos: int) -> Tensor:
@@ -99,7 +100,7 @@ def check_previous_token_score(fn: Callable[[Tensor], Tensor]) -> None:
 
 def check_induction_score(fn: Callable[[Tensor, int], Tensor]) -> None:
     """Check ``fn(pattern, period) -> Tensor[n_heads]`` against
-    :func:`utils.metrics.induction_score`."""
+    :func:`utils.scores.patterns.induction_score`."""
     generator = torch.Generator().manual_seed(1)
 
     def random(batch: int, n_heads: int, n_pos: int) -> Tensor:
@@ -138,7 +139,7 @@ def check_induction_score(fn: Callable[[Tensor, int], Tensor]) -> None:
 
 def check_zero_head_hook(fn: Callable[[int], Hook], model: Any, tokens: Tensor) -> None:
     """Check ``fn(head)``, a factory of ``hook_z`` hooks that zero one head, against
-    :func:`utils.hooks.zero_ablation_hooks`.
+    :func:`utils.interventions.ablation.zero_ablation_hooks`.
 
     The hook is tried on random ``hook_z`` tensors ``(batch, pos, n_heads, d_head)`` and
     then inside the model: one forward pass on ``tokens`` with the learner's hook at a
@@ -153,7 +154,7 @@ def check_zero_head_hook(fn: Callable[[int], Hook], model: Any, tokens: Tensor) 
             z, head = args
             return run_hook(ablate(head), z)
         head = args[0]
-        hooks = [(f"blocks.{layer}.attn.hook_z", ablate(head))]
+        hooks = [(get_act_name("z", layer), ablate(head))]
         with torch.no_grad():
             return model.run_with_hooks(tokens, fwd_hooks=hooks)[:, -1]
 
@@ -188,7 +189,7 @@ def check_head_dla(
 ) -> None:
     """Check ``fn(model, cache, directions, layer, head, pos)``, one head's direct logit
     attribution averaged over the batch, against
-    :func:`utils.lens.head_direct_logit_attribution`.
+    :func:`utils.attribution.dla.head_direct_logit_attribution`.
 
     Args:
         cache: a cache of a run on a batch of prompts (the chapter's IOI cache);
@@ -198,8 +199,8 @@ def check_head_dla(
     """
     weights = CachedWeights(model)  # the bridge would rebuild W_O at every access
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
-    names = [f"blocks.{layer}.attn.hook_z" for layer in range(n_layers)]
-    names.append("ln_final.hook_scale")
+    names = [get_act_name("z", layer) for layer in range(n_layers)]
+    names.append(get_act_name("scale"))
     # Four prompts are enough, and keep the copies the check makes per case small.
     small = {name: cache[name][:4].detach().clone() for name in names}
     one = {name: tensor[:1].clone() for name, tensor in small.items()}

@@ -16,12 +16,8 @@ import torch
 from torch import Tensor
 
 from utils.checks import Case, Hook, check_against_reference, run_hook
-from utils.steering import (
-    add_direction_hooks,
-    mean_difference,
-    project_out_of_heads_hooks,
-    projection_accuracy,
-)
+from utils.interventions.steering import add_direction_hooks, project_out_of_heads_hooks
+from utils.analysis.directions import mean_difference, projection_accuracy
 
 __all__ = [
     "check_mean_difference",
@@ -53,7 +49,7 @@ def _labels(*values: int) -> Tensor:
 
 def check_mean_difference(fn: Callable[[Tensor, Tensor], Tensor]) -> None:
     """Check ``fn(activations, labels)`` (batch along dimension 0, labels 0/1) against
-    :func:`utils.steering.mean_difference`."""
+    :func:`utils.analysis.directions.mean_difference`."""
     generator = torch.Generator().manual_seed(30)
 
     def acts(*shape: int) -> Tensor:
@@ -109,7 +105,7 @@ def check_projection_accuracy(
     """Check ``fn(train_activations, train_labels, test_activations, test_labels,
     direction)``, the held-out balanced accuracy of classifying by the projection on
     ``direction`` (activations ``(batch, d)``, direction ``(d,)``), against
-    :func:`utils.steering.projection_accuracy`. A 0-d tensor or a float is accepted."""
+    :func:`utils.analysis.directions.projection_accuracy`. A 0-d tensor or a float is accepted."""
     generator = torch.Generator().manual_seed(31)
     d = 6
     axis = torch.zeros(d)
@@ -159,7 +155,7 @@ def check_projection_accuracy(
 def check_add_direction_hook(fn: Callable[..., Hook]) -> None:
     """Check ``fn(direction, alpha, start_pos)``, a factory of residual-stream hooks
     that add ``alpha * direction`` at every position from ``start_pos`` on, against
-    :func:`utils.steering.add_direction_hooks`. Each case applies both hooks to the same
+    :func:`utils.interventions.steering.add_direction_hooks`. Each case applies both hooks to the same
     random residual stream ``(batch, pos, d_model)``."""
     generator = torch.Generator().manual_seed(32)
     d_model = 16
@@ -218,7 +214,7 @@ def check_project_out_of_head(
     ``(batch, pos, d_model)`` minus the component along ``direction`` of what one head
     writes (``z @ W_O``, with ``z`` of shape ``(batch, pos, d_head)`` and ``W_O`` of
     shape ``(d_head, d_model)``), against
-    :func:`utils.steering.project_out_of_heads_hooks`.
+    :func:`utils.interventions.steering.project_out_of_heads_hooks`.
 
     ``attn_out`` holds the head's own write plus other heads' writes, so subtracting the
     component of the whole layer output is caught.

@@ -14,8 +14,9 @@ from torch import Tensor
 
 from utils.checks import Case, check_against_reference
 from utils.checks.background import one_hot_pattern, random_attention_pattern
-from utils.identification import classify_movers, first_token_score, subword_merge_score
-from utils.metrics import retrieval_score
+from utils.analysis.classify import classify_movers
+from utils.scores.patterns import first_token_score, subword_merge_score
+from utils.scores.retrieval import retrieval_score
 
 __all__ = [
     "check_first_token_score",
@@ -40,7 +41,7 @@ def _positions(*values: int) -> Tensor:
 
 def check_first_token_score(fn: Callable[[Tensor], Tensor]) -> None:
     """Check ``fn(pattern) -> Tensor[n_heads]`` against
-    :func:`utils.identification.first_token_score`."""
+    :func:`utils.scores.patterns.first_token_score`."""
     generator = torch.Generator().manual_seed(20)
 
     def random(batch: int, n_heads: int, n_pos: int) -> Tensor:
@@ -64,7 +65,7 @@ def check_first_token_score(fn: Callable[[Tensor], Tensor]) -> None:
 
 def check_retrieval_score(fn: Callable[[Tensor, Tensor, Tensor], Tensor]) -> None:
     """Check ``fn(pattern, query_pos, target_pos) -> Tensor[n_heads]`` against
-    :func:`utils.metrics.retrieval_score`."""
+    :func:`utils.scores.retrieval.retrieval_score`."""
     generator = torch.Generator().manual_seed(21)
 
     def random(batch: int, n_heads: int, n_pos: int) -> Tensor:
@@ -110,7 +111,7 @@ def check_subword_merge_score(
     fn: Callable[[Tensor, Sequence[Sequence[Span]]], Tensor],
 ) -> None:
     """Check ``fn(pattern, spans) -> Tensor[n_heads]`` against
-    :func:`utils.identification.subword_merge_score`."""
+    :func:`utils.scores.patterns.subword_merge_score`."""
     generator = torch.Generator().manual_seed(22)
 
     def random(batch: int, n_heads: int, n_pos: int) -> Tensor:
@@ -161,7 +162,7 @@ def check_subword_merge_score(
 
 def check_classify_movers(fn: Callable[..., dict[str, list[Head]]]) -> None:
     """Check ``fn(attention, dla, *, min_attention, min_dla)`` against
-    :func:`utils.identification.classify_movers`."""
+    :func:`utils.analysis.classify.classify_movers`."""
     generator = torch.Generator().manual_seed(23)
     attention = torch.rand(6, 5, generator=generator)
     dla = torch.randn(6, 5, generator=generator)

@@ -8,6 +8,7 @@ and edge-case inputs, prints one line when every case matches and raises
 
 from __future__ import annotations
 
+from transformer_lens.utilities import get_act_name
 from collections import Counter
 from types import SimpleNamespace
 from typing import Any, Callable, Sequence
@@ -17,10 +18,11 @@ from torch import Tensor
 
 from utils.checks import Case, Hook, check_against_reference, run_hook
 from utils.checks.background import random_attention_pattern
-from utils.knockout import attention_knockout_hooks
-from utils.knowledge import classify_by_source, head_attribution_by_key
-from utils.metrics import negative_attention_score
-from utils.models import CachedWeights
+from utils.interventions.knockout import attention_knockout_hooks
+from utils.analysis.classify import classify_by_source
+from utils.attribution.dla import head_attribution_by_key
+from utils.scores.retrieval import negative_attention_score
+from utils.core.models import CachedWeights
 
 __all__ = [
     "check_negative_attention_score",
@@ -40,7 +42,7 @@ def check_negative_attention_score(
     fn: Callable[[Tensor, Tensor, Tensor], Tensor],
 ) -> None:
     """Check ``fn(pattern, yes_pos, no_pos) -> Tensor[n_heads]`` against
-    :func:`utils.metrics.negative_attention_score`."""
+    :func:`utils.scores.retrieval.negative_attention_score`."""
     generator = torch.Generator().manual_seed(10)
 
     def random(batch: int, n_heads: int, n_pos: int) -> Tensor:
@@ -93,7 +95,7 @@ def check_negative_attention_score(
 
 def check_classify_by_source(fn: Callable[..., str]) -> None:
     """Check ``fn(subject, relation, bos, threshold=0.7) -> str`` against
-    :func:`utils.knowledge.classify_by_source`."""
+    :func:`utils.analysis.classify.classify_by_source`."""
     at_075, at_1 = {"threshold": 0.75}, {"threshold": 1.0}
     cases = [
         Case("clearly from the subject", (1.8, 0.05, 0.1)),
@@ -135,7 +137,7 @@ def check_head_attribution_by_key(
 ) -> None:
     """Check ``fn(model, cache, directions, layer, head) -> Tensor[batch, key_pos]``,
     one head's direct logit attribution at the last position split by key, against
-    :func:`utils.knowledge.head_attribution_by_key`.
+    :func:`utils.attribution.dla.head_attribution_by_key`.
 
     Runs the model once, on up to four of the prompts that share the most common length.
 
@@ -146,9 +148,9 @@ def check_head_attribution_by_key(
     batch, answers = _same_length_batch(list(tokens), answer_ids, limit=4)
     weights = CachedWeights(model)  # the bridge would rebuild W_O at every access
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
-    wanted = {"ln_final.hook_scale"}
+    wanted = {get_act_name("scale")}
     for layer in range(n_layers):
-        wanted |= {f"blocks.{layer}.attn.hook_pattern", f"blocks.{layer}.attn.hook_v"}
+        wanted |= {get_act_name("pattern", layer), get_act_name("v", layer)}
     with torch.no_grad():
         _, full = model.run_with_cache(batch, names_filter=lambda name: name in wanted)
     cache = {name: full[name].detach().clone() for name in wanted}
@@ -193,7 +195,7 @@ def check_knockout_hook(
 ) -> None:
     """Check ``fn(key_positions, query_pos=-1)``, a factory of ``hook_attn_scores``
     hooks that block the edges from one query to some keys, against
-    :func:`utils.knockout.attention_knockout_hooks`.
+    :func:`utils.interventions.knockout.attention_knockout_hooks`.
 
     The hook is tried on random attention scores ``(batch, n_heads, query, key)`` and
     then inside the model: one forward pass on ``tokens`` (``(1, pos)``) with the
@@ -217,7 +219,7 @@ def check_knockout_hook(
             return run_hook(factory(blocked, query), values)
         blocked = list(args[0])
         hooks = [
-            (f"blocks.{layer}.attn.hook_attn_scores", factory(blocked, -1))
+            (get_act_name("attn_scores", layer), factory(blocked, -1))
             for layer in window
         ]
         with torch.no_grad():

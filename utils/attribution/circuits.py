@@ -1,10 +1,5 @@
-"""Weight-based views of heads: the QK and OV circuits (Elhage et al., 2021).
-
-In the compatibility mode the bridge folds each norm's weights into the matrices that
-read from it, so ``W_Q``, ``W_K``, ``W_V`` act on the *normalised* residual stream and
-``W_U`` on the normalised final residual. Models with grouped-query attention store
-fewer key/value heads than query heads; :func:`expand_kv_heads` repeats them so that
-every query head has its own ``W_K`` / ``W_V`` slice.
+"""Circuits read from the weights: QK and OV matrices per head, OV copying scores and
+an OV associative-lookup test.
 """
 
 from __future__ import annotations
@@ -13,8 +8,9 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from transformer_lens.utilities import get_act_name
 
-from utils.hooks import check_heads
+from utils.core.heads import check_heads
 
 
 def expand_kv_heads(values: Tensor, n_heads: int, head_dim: int = 1) -> Tensor:
@@ -83,4 +79,41 @@ def ov_copying_scores(model: Any, token_ids: Tensor) -> Tensor:
             written = torch.einsum("htd,hdm->htm", values, all_W_O[layer])
             logits = written @ unembed  # (n_heads, tokens, tokens)
             scores[layer] = (logits.argmax(dim=-1) == own).float().mean(dim=-1).cpu()
+    return scores
+
+
+def ov_lookup_accuracy(model: Any, cache: Any, source_pos: int, candidate_ids: Tensor) -> Tensor:
+    """Read each head's OV circuit as an associative memory: key in, attribute out.
+
+    For prompt ``b``, take the value vector a head would read at ``source_pos`` (e.g. the
+    subject token), pass it through the head's ``W_O`` and the unembedding, and compare
+    the logits of the candidates ``candidate_ids`` (one per prompt, e.g. every prompt's
+    correct capital). The score is the fraction of prompts whose own candidate wins:
+    1 means the head would write the right attribute for every key if it attended to
+    it, ``1 / batch`` is chance.
+
+    Args:
+        cache: holds ``blocks.{l}.attn.hook_v`` for every layer, batch ``(batch, pos, ...)``.
+        candidate_ids: ``(batch,)`` distinct token ids.
+
+    Returns:
+        ``Tensor[n_layers, n_heads]``.
+    """
+    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    values0 = cache[get_act_name("v", 0)]
+    batch, n_pos = values0.shape[:2]
+    if not isinstance(candidate_ids, Tensor) or candidate_ids.shape != (batch,):
+        raise ValueError(f"candidate_ids must be a tensor of shape ({batch},)")
+    if candidate_ids.unique().numel() != batch:
+        raise ValueError("candidate_ids must be distinct: one attribute per prompt")
+    if isinstance(source_pos, bool) or not isinstance(source_pos, int) or not -n_pos <= source_pos < n_pos:
+        raise ValueError(f"source_pos must be an int position in a prompt of {n_pos} tokens, got {source_pos!r}")
+    unembed = model.W_U[:, candidate_ids.to(model.W_U.device)]  # (d_model, batch)
+    own = torch.arange(batch)
+    scores = torch.zeros(n_layers, n_heads)
+    for layer in range(n_layers):
+        values = expand_kv_heads(cache[get_act_name("v", layer)][:, source_pos], n_heads, head_dim=1)  # (b, h, d_head)
+        written = torch.einsum("bhd,hdm->bhm", values, model.W_O[layer].to(values.device))
+        logits = written @ unembed.to(written.device)  # (b, h, batch)
+        scores[layer] = (logits.argmax(-1).cpu() == own[:, None]).float().mean(0)
     return scores

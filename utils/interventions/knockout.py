@@ -1,15 +1,5 @@
-"""Interventions on what the last positions attend to, and a way to run many of them
-cheaply.
-
-- :func:`attention_knockout_hooks` cuts attention edges before the softmax (the
-  *attention knockout* of Geva et al., 2023); :func:`knockout_window_scan` slides a
-  window of layers over the model for several groups of key positions at once.
-- :func:`equalize_attention_hooks` makes chosen heads attend equally to two key positions
-  (e.g. the "Yes" and "No" of a yes/no instruction), which sets their negative attention
-  score (survey Eq. 5) to zero.
-- :func:`last_position_mean_ablation_hooks` mean-ablates heads at the last position only.
-- :class:`PrefixRun` computes the positions an intervention cannot change once, and
-  runs only the rest for every variant.
+"""Attention knockout: block a query from attending to chosen key positions, and
+equalise attention, in batched variants of a run.
 """
 
 from __future__ import annotations
@@ -19,16 +9,10 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 from torch import Tensor
+from transformer_lens.utilities import get_act_name
 
-from utils.hooks import Head, HookList, check_heads, check_layer
-
-
-def _scores_hook_name(layer: int) -> str:
-    return f"blocks.{layer}.attn.hook_attn_scores"
-
-
-def _pattern_hook_name(layer: int) -> str:
-    return f"blocks.{layer}.attn.hook_pattern"
+from utils.core.heads import Head, check_heads, check_layer
+from utils.core.hooks import HookList
 
 
 def _check_positions(name: str, positions: Sequence[int]) -> list[int]:
@@ -144,7 +128,7 @@ def attention_knockout_hooks(
         scores[which] = blocked
         return scores
 
-    return [(_scores_hook_name(layer), hook) for layer in layer_list]
+    return [(get_act_name("attn_scores", layer), hook) for layer in layer_list]
 
 
 def layer_windows(n_layers: int, window: int, centres: Sequence[int] | None = None) -> list[list[int]]:
@@ -315,7 +299,7 @@ def equalize_attention_hooks(
 
         return hook
 
-    return [(_pattern_hook_name(layer), make(indices)) for layer, indices in grouped.items()]
+    return [(get_act_name("pattern", layer), make(indices)) for layer, indices in grouped.items()]
 
 
 def last_position_mean_ablation_hooks(
@@ -338,7 +322,7 @@ def last_position_mean_ablation_hooks(
         grouped.setdefault(layer, []).append(head)
     means = {}
     for layer in grouped:
-        name = f"blocks.{layer}.attn.hook_z"
+        name = get_act_name("z", layer)
         if name not in cache:
             raise ValueError(f"the cache lacks {name}")
         means[layer] = cache[name][:, -1].mean(0)  # (n_heads, d_head)
@@ -352,7 +336,7 @@ def last_position_mean_ablation_hooks(
 
         return hook
 
-    return [(f"blocks.{layer}.attn.hook_z", make(layer, indices)) for layer, indices in grouped.items()]
+    return [(get_act_name("z", layer), make(layer, indices)) for layer, indices in grouped.items()]
 
 
 def run_variants(

@@ -1,5 +1,5 @@
-"""Figures the chapters share: layer x head heatmaps, one head's attention pattern, and
-an offline circuitsvis view."""
+"""Figures: layer x head heatmaps, attention patterns (matplotlib) and offline circuitsvis views.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +14,50 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from utils.book_assets import BUNDLE_ENV_VAR
+from utils.core.heads import Head
+
+# ---------------------------------------------------------------------------
+# Figure
+# ---------------------------------------------------------------------------
+
+
+def plot_score_and_pattern(
+    scores: Tensor,
+    pattern: Tensor,
+    tokens: Sequence[str],
+    *,
+    score_title: str,
+    pattern_title: str,
+    colorbar_label: str = "score",
+    highlight: Sequence[Head] = (),
+):
+    """A layer x head map of a score beside one head's attention pattern on one prompt.
+
+    Args:
+        scores: ``(n_layers, n_heads)``.
+        pattern: ``(query_pos, key_pos)`` of the head to show.
+        tokens: the prompt's tokens as strings.
+
+    Returns:
+        The matplotlib figure (two axes).
+    """
+    import matplotlib.pyplot as plt
+
+    if not isinstance(scores, Tensor) or scores.ndim != 2:
+        raise ValueError("scores must be a (n_layers, n_heads) tensor")
+    side = 1.5 + 0.3 * len(tokens)
+    figure, axes = plt.subplots(
+        1,
+        2,
+        figsize=(5.5 + side, max(5.5, side * 0.85)),
+        gridspec_kw={"width_ratios": [1, max(1.2, side / 5)]},
+    )
+    layer_head_heatmap(
+        scores, title=score_title, colorbar_label=colorbar_label, highlight=highlight, ax=axes[0]
+    )
+    attention_pattern_plot(pattern, tokens, title=pattern_title, ax=axes[1])
+    figure.tight_layout()
+    return figure
 
 
 def _to_numpy(values: Tensor | np.ndarray) -> np.ndarray:

@@ -1,0 +1,76 @@
+"""Metrics: what an experiment measures on the logits.
+
+A :data:`Metric` maps logits to one scalar tensor (the batch already averaged); a
+:data:`PerPromptMetric` maps logits to one value per prompt, ``(batch,)``. Every
+intervention in :mod:`utils.interventions` takes a ``Metric``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+
+def logit_diff(logits: Tensor, correct_ids: Tensor, incorrect_ids: Tensor) -> Tensor:
+    """Mean over the batch of logit(correct) - logit(incorrect) at the last position.
+
+    Args:
+        logits: ``(batch, pos, d_vocab)``.
+        correct_ids, incorrect_ids: token ids, ``(batch,)``.
+
+    Returns:
+        A scalar tensor (differentiable, so it serves attribution patching too).
+    """
+    if not isinstance(logits, Tensor) or logits.ndim != 3:
+        raise ValueError(
+            "logits must have shape (batch, pos, d_vocab), got "
+            f"{tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__}"
+        )
+    batch = logits.shape[0]
+    for name, ids in (("correct_ids", correct_ids), ("incorrect_ids", incorrect_ids)):
+        if not isinstance(ids, Tensor) or ids.shape != (batch,):
+            raise ValueError(f"{name} must be a tensor of shape ({batch},)")
+    last = logits[:, -1, :]
+    rows = torch.arange(batch, device=logits.device)
+    correct = last[rows, correct_ids.to(logits.device)]
+    incorrect = last[rows, incorrect_ids.to(logits.device)]
+    return (correct - incorrect).mean()
+
+
+def loss_per_position(logits: Tensor, tokens: Tensor) -> Tensor:
+    """Next-token cross-entropy at each position, ``(batch, pos - 1)``.
+
+    Entry ``[b, i]`` is the loss of predicting ``tokens[b, i + 1]`` from position ``i``.
+    """
+    if logits.ndim != 3 or tokens.ndim != 2 or logits.shape[:2] != tokens.shape:
+        raise ValueError(
+            f"logits (batch, pos, vocab) and tokens (batch, pos) disagree: "
+            f"{tuple(logits.shape)} vs {tuple(tokens.shape)}"
+        )
+    log_probs = logits[:, :-1].log_softmax(dim=-1)
+    targets = tokens[:, 1:].to(logits.device)
+    return -log_probs.gather(-1, targets[..., None]).squeeze(-1)
+
+
+Metric = Callable[[Tensor], Tensor]
+
+
+def metric_value(metric: Metric, logits: Tensor) -> Tensor:
+    """``metric(logits)``, checked to be a scalar tensor.
+
+    Raises:
+        ValueError: the metric returns anything but a single number, e.g. one value per
+            prompt (average it over the batch first).
+    """
+    value = metric(logits)
+    if isinstance(value, (int, float)):
+        return torch.tensor(float(value))
+    if not isinstance(value, Tensor) or value.ndim != 0:
+        shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+        raise ValueError(
+            f"metric must return a scalar tensor, got {shape}; average per-prompt values "
+            "over the batch (e.g. with .mean())"
+        )
+    return value

@@ -1,0 +1,158 @@
+"""Indirect object identification (IOI) prompts, Wang et al. (2022): several templates,
+ABBA/BABA orders, corrupted counterparts and named positions.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor
+
+from utils.data.tokens import is_single_token, single_token_id, tokens_of_equal_length
+
+# Common first names; each is kept only if it is one token (with its leading space).
+NAMES = (
+    "Mary", "John", "Alice", "Bob", "Tom", "James", "Sarah", "David", "Anna", "Mike",
+    "Paul", "Lisa", "Mark", "Emma", "Kate", "Peter", "Laura", "Daniel", "Rachel", "Chris",
+    "Jessica", "Steve", "Susan", "George", "Karen", "Robert", "Linda", "Michael", "Amy",
+    "Jack", "Adam", "Ben", "Helen", "Jane", "Sam", "Max", "Lucy", "Ryan", "Kevin", "Anne",
+    "Eric", "Emily", "Richard", "Paula", "Frank", "Grace", "Henry", "Julia", "Martin", "Rose",
+)
+
+
+PLACES = ("store", "park", "school", "office", "garden", "station", "restaurant", "hospital",
+          "beach", "library", "market", "church")
+
+
+OBJECTS = ("drink", "book", "ring", "gift", "letter", "ball", "key", "bag", "card", "pen",
+           "bottle", "flower")
+
+
+# {A} and {B} are the first mentions; {S} repeats the subject. ABBA puts the indirect
+# object first ({A}=IO, {B}=S), BABA the subject first.
+IOI_TEMPLATES = (
+    "When {A} and {B} went to the {PLACE}, {S} gave a {OBJECT} to",
+    "After {A} and {B} went to the {PLACE}, {S} gave a {OBJECT} to",
+    "When {A} and {B} arrived at the {PLACE}, {S} handed a {OBJECT} to",
+    "While {A} and {B} were at the {PLACE}, {S} gave a {OBJECT} to",
+    "After {A} and {B} left the {PLACE}, {S} passed a {OBJECT} to",
+    "Then {A} and {B} went to the {PLACE}, and {S} gave a {OBJECT} to",
+)
+
+
+@dataclass
+class IOIDataset:
+    """Indirect-object-identification prompts with their ABC-corrupted twins.
+
+    ``correct_ids`` are the indirect object (IO), ``incorrect_ids`` the subject (S).
+    ``positions`` maps ``"IO"``, ``"S1"``, ``"S2"`` and ``"end"`` to ``LongTensor[batch]``
+    token positions in the clean prompts (BOS included).
+    """
+
+    prompts: list[str]
+    corrupted_prompts: list[str]
+    clean_tokens: Tensor
+    corrupted_tokens: Tensor
+    correct_ids: Tensor
+    incorrect_ids: Tensor
+    io_names: list[str]
+    subject_names: list[str]
+    template: str
+    positions: dict[str, Tensor] = field(default_factory=dict)
+    names_kept: int = 0
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+
+def _fill(template: str, a: str, b: str, s: str, place: str, obj: str) -> str:
+    return template.format(A=a, B=b, S=s, PLACE=place, OBJECT=obj)
+
+
+def _choose_template(model: Any, templates: Sequence[str]) -> str:
+    lengths = {t: model.to_tokens(_fill(t, "X", "Y", "X", "store", "drink")).shape[-1] for t in templates}
+    # Prefer the template whose token length is shared by most templates: it is the most
+    # ordinary phrasing for this tokenizer.
+    counts = Counter(lengths.values())
+    return max(templates, key=lambda t: (counts[lengths[t]], -templates.index(t)))
+
+
+def ioi_dataset(
+    model: Any,
+    n_prompts: int = 16,
+    *,
+    seed: int = 0,
+    template: str | None = None,
+    names: Sequence[str] | None = None,
+) -> IOIDataset:
+    """Build IOI prompts, half ABBA and half BABA, and ABC-corrupted versions.
+
+    The corrupted prompt keeps the template, place and object but uses three fresh
+    names, so it carries no information about which name is the indirect object.
+
+    Args:
+        template: one of :data:`IOI_TEMPLATES` or a string with the same fields; by
+            default one template is used so that every prompt has the same length.
+        names: names to use (without leading space); each must be one token with its
+            leading space. By default :data:`NAMES`, filtered to single tokens.
+    """
+    if n_prompts < 1:
+        raise ValueError("n_prompts must be at least 1")
+    if names is None:
+        pool = [n for n in NAMES if is_single_token(model, " " + n)]
+    else:
+        pool = list(names)
+        for name in pool:
+            single_token_id(model, " " + name)
+    if len(set(pool)) < 5:
+        raise ValueError(f"need at least 5 distinct single-token names, have {len(set(pool))}")
+    places = [p for p in PLACES if is_single_token(model, " " + p)]
+    objects = [o for o in OBJECTS if is_single_token(model, " " + o)]
+    template = template or _choose_template(model, IOI_TEMPLATES)
+    rng = random.Random(seed)
+    prompts, corrupted, io_names, s_names = [], [], [], []
+    for i in range(n_prompts):
+        io, s, c1, c2, c3 = rng.sample(pool, 5)
+        place, obj = rng.choice(places), rng.choice(objects)
+        first, second = (io, s) if i % 2 == 0 else (s, io)
+        prompts.append(_fill(template, first, second, s, place, obj))
+        corrupted.append(_fill(template, c1, c2, c3, place, obj))
+        io_names.append(io)
+        s_names.append(s)
+    clean_tokens, corrupted_tokens = tokens_of_equal_length(model, prompts, corrupted)
+    correct = torch.tensor([single_token_id(model, " " + n) for n in io_names])
+    incorrect = torch.tensor([single_token_id(model, " " + n) for n in s_names])
+    positions = _ioi_positions(clean_tokens, correct, incorrect)
+    return IOIDataset(
+        prompts=prompts,
+        corrupted_prompts=corrupted,
+        clean_tokens=clean_tokens,
+        corrupted_tokens=corrupted_tokens,
+        correct_ids=correct,
+        incorrect_ids=incorrect,
+        io_names=io_names,
+        subject_names=s_names,
+        template=template,
+        positions=positions,
+        names_kept=len(pool),
+    )
+
+
+def _ioi_positions(tokens: Tensor, io_ids: Tensor, s_ids: Tensor) -> dict[str, Tensor]:
+    io_pos, s1_pos, s2_pos = [], [], []
+    for row, io, s in zip(tokens, io_ids, s_ids):
+        io_pos.append(int((row == io).nonzero()[0]))
+        s_hits = (row == s).nonzero().flatten()
+        s1_pos.append(int(s_hits[0]))
+        s2_pos.append(int(s_hits[1]))
+    end = torch.full((tokens.shape[0],), tokens.shape[1] - 1)
+    return {
+        "IO": torch.tensor(io_pos),
+        "S1": torch.tensor(s1_pos),
+        "S2": torch.tensor(s2_pos),
+        "end": end,
+    }

@@ -1,0 +1,164 @@
+"""ToyMovieReview (Tigges et al., 2023): templated reviews with a positive or negative
+adjective and verb, and the sentiment score read from the logits.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, replace
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor
+
+from utils.data.tokens import is_single_token, single_token_id, tokens_of_equal_length
+
+POSITIVE_ADJECTIVES = ("good", "great", "amazing", "excellent", "wonderful", "fantastic",
+                       "perfect", "brilliant", "beautiful", "lovely")
+
+
+NEGATIVE_ADJECTIVES = ("bad", "terrible", "awful", "horrible", "boring", "dreadful",
+                       "poor", "stupid", "ugly", "weak")
+
+
+POSITIVE_VERBS = ("loved", "enjoyed", "liked", "adored")
+
+
+NEGATIVE_VERBS = ("hated", "disliked", "despised", "loathed")
+
+
+# After "This movie is", these words carry the verdict.
+POSITIVE_ANSWERS = (" great", " amazing", " good", " excellent", " awesome")
+
+
+NEGATIVE_ANSWERS = (" terrible", " bad", " awful", " boring", " horrible")
+
+
+MOVIE_REVIEW_TEMPLATE = "I thought this movie was {ADJ}, I {VERB} it. Conclusion: This movie is"
+
+
+@dataclass
+class SentimentDataset:
+    """ToyMovieReview prompts (Tigges et al., 2023): a review whose adjective and verb
+    carry its sentiment, ending where the model states a verdict.
+
+    ``labels`` is 1 for positive and 0 for negative reviews; ``adjective_pos`` and
+    ``verb_pos`` are the positions (BOS counted) of the sentiment words.
+    ``positive_ids`` / ``negative_ids`` are single-token verdict words.
+    """
+
+    prompts: list[str]
+    tokens: Tensor
+    labels: Tensor
+    adjective_pos: int
+    verb_pos: int
+    positive_ids: Tensor
+    negative_ids: Tensor
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+
+def sentiment_score(logits: Tensor, positive_ids: Tensor, negative_ids: Tensor) -> Tensor:
+    """Per prompt, mean logit of the positive verdict words minus mean of the negative
+    ones at the last position: ``(batch,)``. Positive means the model leans positive."""
+    if logits.ndim != 3:
+        raise ValueError(f"logits must be (batch, pos, d_vocab), got {tuple(logits.shape)}")
+    last = logits[:, -1]
+    return last[:, positive_ids.to(last.device)].mean(-1) - last[:, negative_ids.to(last.device)].mean(-1)
+
+
+def toy_movie_reviews(model: Any, n_prompts: int = 16, *, seed: int = 0) -> SentimentDataset:
+    """Balanced positive / negative ToyMovieReview prompts of one token length.
+
+    Words that are not a single token (with their leading space) for the loaded
+    tokenizer are left out, so every prompt has the same length.
+    """
+    if n_prompts < 2 or n_prompts % 2:
+        raise ValueError("n_prompts must be an even number >= 2 (half positive, half negative)")
+
+    def singles(words: Sequence[str]) -> list[str]:
+        return [w for w in words if is_single_token(model, " " + w)]
+
+    pools = {
+        1: (singles(POSITIVE_ADJECTIVES), singles(POSITIVE_VERBS)),
+        0: (singles(NEGATIVE_ADJECTIVES), singles(NEGATIVE_VERBS)),
+    }
+    for label, (adjectives, verbs) in pools.items():
+        if not adjectives or not verbs:
+            raise ValueError(f"no single-token {'positive' if label else 'negative'} words for this tokenizer")
+    rng = random.Random(seed)
+    prompts, labels = [], []
+    for i in range(n_prompts):
+        label = 1 - i % 2
+        adjectives, verbs = pools[label]
+        prompts.append(MOVIE_REVIEW_TEMPLATE.format(ADJ=rng.choice(adjectives), VERB=rng.choice(verbs)))
+        labels.append(label)
+    tokens, _ = tokens_of_equal_length(model, prompts, prompts)
+    # The word's leading space belongs to its token, so the prefix is measured without it.
+    prefix = MOVIE_REVIEW_TEMPLATE.split("{ADJ}")[0].rstrip()
+    adjective_pos = model.to_tokens(prefix).shape[-1]
+    verb_prefix = MOVIE_REVIEW_TEMPLATE.split("{VERB}")[0].format(ADJ=pools[1][0][0]).rstrip()
+    verb_pos = model.to_tokens(verb_prefix).shape[-1]
+    positive = [single_token_id(model, w) for w in POSITIVE_ANSWERS if is_single_token(model, w)]
+    negative = [single_token_id(model, w) for w in NEGATIVE_ANSWERS if is_single_token(model, w)]
+    return SentimentDataset(
+        prompts=prompts,
+        tokens=tokens,
+        labels=torch.tensor(labels),
+        adjective_pos=adjective_pos,
+        verb_pos=verb_pos,
+        positive_ids=torch.tensor(positive),
+        negative_ids=torch.tensor(negative),
+    )
+
+
+# ---------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------
+
+
+def split_reviews_by_adjective(
+    dataset: SentimentDataset, *, seed: int = 0
+) -> tuple[SentimentDataset, SentimentDataset]:
+    """Split ToyMovieReview prompts into train and test sets that share no adjective.
+
+    Duplicate prompts are dropped first. Within each class the distinct adjectives are
+    shuffled (seeded) and halved; a prompt goes to the split that owns its adjective.
+    A direction built on the train split and tested on the other one must therefore
+    generalise to sentiment words it has never seen.
+
+    Raises:
+        ValueError: a class has fewer than two distinct adjectives, so it cannot be split.
+    """
+    if not isinstance(dataset, SentimentDataset):
+        raise TypeError(f"expected a SentimentDataset, got {type(dataset).__name__}")
+    first_index: dict[str, int] = {}
+    for index, prompt in enumerate(dataset.prompts):
+        first_index.setdefault(prompt, index)
+    keep = sorted(first_index.values())
+    adjectives = dataset.tokens[keep, dataset.adjective_pos]
+    labels = dataset.labels[keep]
+    rng = random.Random(seed)
+    train_adjectives: set[int] = set()
+    for label in (0, 1):
+        distinct = sorted(set(adjectives[labels == label].tolist()))
+        if len(distinct) < 2:
+            raise ValueError(
+                f"class {label} has {len(distinct)} distinct adjective(s); need at least 2 to split"
+            )
+        rng.shuffle(distinct)
+        train_adjectives.update(distinct[: len(distinct) // 2])
+    in_train = [adjective in train_adjectives for adjective in adjectives.tolist()]
+    train_rows = [row for row, flag in zip(keep, in_train) if flag]
+    test_rows = [row for row, flag in zip(keep, in_train) if not flag]
+    return _subset(dataset, train_rows), _subset(dataset, test_rows)
+
+
+def _subset(dataset: SentimentDataset, rows: Sequence[int]) -> SentimentDataset:
+    return replace(
+        dataset,
+        prompts=[dataset.prompts[row] for row in rows],
+        tokens=dataset.tokens[list(rows)],
+        labels=dataset.labels[list(rows)],
+    )

@@ -1,0 +1,330 @@
+"""Ablating heads: zero, mean and resample ablation.
+
+Ablation replaces a head's output (``hook_z``) with a value that carries no information
+about the prompt at hand:
+
+* **zero**: zeros. Simple, but the head then writes something it never writes in
+  normal use, so later layers may see an off-distribution input.
+* **mean**: the head's mean output over a reference batch (per position when the
+  prompts share a template). Removes what varies between prompts, keeps the rest.
+* **resample**: the head's output on *another* prompt of the same task, so every
+  ablated value is one the head really produces (Chan et al., 2022, "causal
+  scrubbing"; Heimersheim and Nanda, 2024).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Literal, Sequence
+
+import torch
+from torch import Tensor
+from transformer_lens.utilities import get_act_name
+
+from utils.core.heads import Head, by_layer, check_heads, random_heads
+from utils.core.hooks import HookList
+from utils.core.metrics import Metric, metric_value
+from utils.interventions.engine import cache_run, replace_heads_sweep
+
+AblationMethod = Literal["zero", "mean", "resample"]
+
+
+ABLATION_METHODS = ("zero", "mean", "resample")
+
+
+def derangement(n: int, seed: int = 0) -> Tensor:
+    """A seeded random permutation of ``range(n)`` that moves every index (``n >= 2``)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise ValueError(f"a derangement needs n >= 2 items, got {n!r}")
+    generator = torch.Generator().manual_seed(seed)
+    # One cycle through a random order: prompt order[i] takes from prompt order[i + 1].
+    order = torch.randperm(n, generator=generator)
+    permutation = torch.empty(n, dtype=torch.long)
+    permutation[order] = order.roll(-1)
+    return permutation
+
+
+def ablation_values(
+    model: Any,
+    tokens: Tensor,
+    method: AblationMethod,
+    *,
+    reference_tokens: Tensor | None = None,
+    seed: int = 0,
+) -> list[Tensor]:
+    """Per layer, what an ablated head's output (``hook_z``) is replaced with.
+
+    Args:
+        tokens: ``(batch, pos)``, the prompts whose heads will be ablated.
+        method: ``"zero"``, ``"mean"`` or ``"resample"``.
+        reference_tokens: prompts of the same task for ``"mean"`` (any batch size, same
+            length: the mean is taken per position) and ``"resample"`` (same shape as
+            ``tokens``); ``tokens`` itself by default. When resampling from ``tokens``
+            itself, prompt ``b`` gets the activations of another prompt (a seeded
+            derangement of the batch).
+
+    Returns:
+        One tensor per layer, broadcastable to ``(batch, pos, n_heads, d_head)``.
+    """
+    if method not in ABLATION_METHODS:
+        raise ValueError(f"unknown ablation method {method!r}: use one of {ABLATION_METHODS}")
+    if not isinstance(tokens, Tensor) or tokens.ndim != 2:
+        raise ValueError("tokens must be a (batch, pos) tensor of token ids")
+    n_layers, n_heads, d_head = model.cfg.n_layers, model.cfg.n_heads, model.cfg.d_head
+    if method == "zero":
+        zeros = torch.zeros(1, 1, n_heads, d_head, device=tokens.device)
+        return [zeros for _ in range(n_layers)]
+    reference = tokens if reference_tokens is None else reference_tokens
+    if not isinstance(reference, Tensor) or reference.ndim != 2:
+        raise ValueError("reference_tokens must be a (batch, pos) tensor of token ids")
+    if reference.shape[1] != tokens.shape[1]:
+        raise ValueError(
+            f"reference prompts have {reference.shape[1]} tokens but the prompts have "
+            f"{tokens.shape[1]}; they must share one template length"
+        )
+    if method == "resample" and reference.shape[0] != tokens.shape[0]:
+        raise ValueError(
+            f"resampling needs as many reference prompts as prompts ({tokens.shape[0]}), "
+            f"got {reference.shape[0]}"
+        )
+    names = [get_act_name("z", layer) for layer in range(n_layers)]
+    with torch.no_grad():
+        _, cache = model.run_with_cache(reference, names_filter=names)
+    if method == "mean":
+        return [cache[name].mean(dim=0, keepdim=True) for name in names]
+    if reference_tokens is None:
+        order = derangement(tokens.shape[0], seed)
+    else:
+        order = torch.randperm(tokens.shape[0], generator=torch.Generator().manual_seed(seed))
+    return [cache[name][order.to(cache[name].device)] for name in names]
+
+
+def head_ablation_effects(
+    model: Any,
+    tokens: Tensor,
+    metric: Metric,
+    *,
+    method: AblationMethod = "mean",
+    reference_tokens: Tensor | None = None,
+    seed: int = 0,
+    layers: Sequence[int] | None = None,
+    last_position_only: bool = False,
+    values: Sequence[Tensor] | None = None,
+) -> Tensor:
+    """``metric`` after ablating each head on its own (at every position).
+
+    Uses the fast engine of :mod:`utils.patching`: the unablated run is cached once and
+    each layer's heads share one batched run of the remaining blocks.
+
+    Args:
+        values: replacements already built by :func:`ablation_values` for these
+            ``tokens``; ``method``, ``reference_tokens`` and ``seed`` build them otherwise.
+
+    Returns:
+        ``Tensor[n_layers, n_heads]`` (``len(layers)`` rows), the metric after ablation.
+    """
+    if values is None:
+        values = ablation_values(
+            model, tokens, method, reference_tokens=reference_tokens, seed=seed
+        )
+    run = cache_run(model, tokens)
+    metric_value(metric, run.logits)
+    return replace_heads_sweep(
+        model, run, values, metric, layers=layers, last_position_only=last_position_only
+    )
+
+
+def ablation_hooks(
+    model: Any, heads: Iterable[Head], values: Sequence[Tensor]
+) -> list[tuple[str, Callable[..., Tensor]]]:
+    """Hooks that replace the chosen heads' outputs by ``values`` (from
+    :func:`ablation_values`) together, at every position."""
+    grouped: dict[int, list[int]] = defaultdict(list)
+    for layer, head in check_heads(model, heads):
+        grouped[layer].append(head)
+    if len(values) != model.cfg.n_layers:
+        raise ValueError(
+            f"values needs one entry per layer ({model.cfg.n_layers}), got {len(values)}"
+        )
+
+    def make(layer: int, head_indices: list[int]) -> Callable[..., Tensor]:
+        def hook(z: Tensor, hook: Any) -> Tensor:
+            replacement = values[layer].to(z.device, z.dtype).expand_as(z)
+            z[:, :, head_indices] = replacement[:, :, head_indices]
+            return z
+
+        return hook
+
+    return [(get_act_name("z", layer), make(layer, indices)) for layer, indices in grouped.items()]
+
+
+def zero_ablation_hooks(model: Any, heads: Iterable[Head]) -> HookList:
+    """Set the chosen heads' outputs (``hook_z``) to zero at every position."""
+    grouped = by_layer(model, heads)
+
+    def make(head_indices: list[int]) -> Callable[..., Tensor]:
+        def hook(z: Tensor, hook: Any) -> Tensor:
+            z[:, :, head_indices, :] = 0.0
+            return z
+
+        return hook
+
+    return [(get_act_name("z", layer), make(indices)) for layer, indices in grouped.items()]
+
+
+def head_means(cache: Any, model: Any, *, per_position: bool = True) -> dict[int, Tensor]:
+    """Mean ``hook_z`` of every layer over a reference batch.
+
+    Returns ``{layer: Tensor}`` with shape ``(pos, n_heads, d_head)`` when
+    ``per_position`` (the reference prompts must then share one template), else
+    ``(n_heads, d_head)``, averaged over positions as well.
+    """
+    means = {}
+    for layer in range(model.cfg.n_layers):
+        z = cache[get_act_name("z", layer)]
+        means[layer] = z.mean(dim=0) if per_position else z.mean(dim=(0, 1))
+    return means
+
+
+def mean_ablation_hooks(model: Any, heads: Iterable[Head], means: dict[int, Tensor]) -> HookList:
+    """Replace the chosen heads' outputs by their mean over a reference batch.
+
+    Args:
+        means: from :func:`head_means`. Per-position means need prompts of the same
+            length as the reference prompts.
+    """
+    grouped = by_layer(model, heads)
+
+    def make(layer: int, head_indices: list[int]) -> Callable[..., Tensor]:
+        mean = means[layer]
+
+        def hook(z: Tensor, hook: Any) -> Tensor:
+            if mean.ndim == 3 and mean.shape[0] != z.shape[1]:
+                raise ValueError(
+                    f"per-position means cover {mean.shape[0]} positions but the prompt has "
+                    f"{z.shape[1]}; use head_means(..., per_position=False)"
+                )
+            replacement = mean.to(z.device, z.dtype)
+            if replacement.ndim == 2:
+                z[:, :, head_indices, :] = replacement[head_indices]
+            else:
+                z[:, :, head_indices, :] = replacement[:, head_indices]
+            return z
+
+        return hook
+
+    missing = [layer for layer in grouped if layer not in means]
+    if missing:
+        raise ValueError(f"means lack layers {missing}")
+    return [(get_act_name("z", layer), make(layer, indices)) for layer, indices in grouped.items()]
+
+
+def patch_head_hooks(
+    model: Any,
+    heads: Iterable[Head],
+    source_cache: Any,
+    *,
+    positions: Sequence[int] | None = None,
+) -> HookList:
+    """Copy the chosen heads' outputs from another run (``source_cache``).
+
+    Args:
+        source_cache: a cache of the run to copy from; its prompts must have the
+            same batch size and length as the run being patched.
+        positions: patch only these positions; ``None`` patches every position.
+    """
+    grouped = by_layer(model, heads)
+
+    def make(layer: int, head_indices: list[int]) -> Callable[..., Tensor]:
+        source = source_cache[get_act_name("z", layer)]
+
+        def hook(z: Tensor, hook: Any) -> Tensor:
+            if source.shape != z.shape:
+                raise ValueError(
+                    f"cannot patch layer {layer}: the source run has hook_z of shape "
+                    f"{tuple(source.shape)} but this run has {tuple(z.shape)}; clean and "
+                    "corrupted prompts must have the same batch size and token length"
+                )
+            where = slice(None) if positions is None else list(positions)
+            z[:, where, head_indices, :] = source[:, where][:, :, head_indices].to(z.device)
+            return z
+
+        return hook
+
+    return [(get_act_name("z", layer), make(layer, indices)) for layer, indices in grouped.items()]
+
+
+# ---------------------------------------------------------------------------
+# Ablation against a random baseline
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AblationComparison:
+    """A metric with no ablation, with the chosen heads ablated, and with each of several
+    random sets of as many heads ablated."""
+
+    clean: float
+    chosen: float
+    random: tuple[float, ...]
+    chosen_heads: tuple[Head, ...]
+    random_sets: tuple[tuple[Head, ...], ...]
+
+    @property
+    def chosen_drop(self) -> float:
+        """How much ablating the chosen heads lowers the metric."""
+        return self.clean - self.chosen
+
+    @property
+    def random_drop(self) -> float:
+        """How much ablating random heads lowers the metric, averaged over the draws."""
+        return self.clean - sum(self.random) / len(self.random)
+
+
+def compare_ablation(
+    model: Any,
+    tokens: Tensor,
+    chosen: Sequence[Head],
+    metric: Callable[[Tensor], float],
+    *,
+    means: dict[int, Tensor] | None = None,
+    n_random: int = 3,
+    seed: int = 0,
+    clean_logits: Tensor | None = None,
+) -> AblationComparison:
+    """Ablate ``chosen`` heads, then ``n_random`` seeded random sets of as many heads.
+
+    Random sets never contain a chosen head. Heads are zero-ablated, or mean-ablated
+    when ``means`` (from :func:`utils.interventions.ablation.head_means`) is given.
+
+    Args:
+        metric: maps logits ``(batch, pos, d_vocab)`` to a number, higher = better.
+        clean_logits: logits of the run without ablation, if already computed.
+    """
+    chosen = check_heads(model, chosen)
+    if isinstance(n_random, bool) or not isinstance(n_random, int) or n_random < 1:
+        raise ValueError(f"n_random must be a positive int, got {n_random!r}")
+
+    def hooks(heads: Sequence[Head]) -> list:
+        return (
+            zero_ablation_hooks(model, heads) if means is None else mean_ablation_hooks(model, heads, means)
+        )
+
+    with torch.no_grad():
+        if clean_logits is None:
+            clean_logits = model(tokens)
+        clean = float(metric(clean_logits))
+        ablated = float(metric(model.run_with_hooks(tokens, fwd_hooks=hooks(chosen))))
+        random_sets, random_values = [], []
+        for draw in range(n_random):
+            heads = random_heads(model, len(chosen), seed=seed + draw, exclude=chosen)
+            random_sets.append(tuple(heads))
+            random_values.append(float(metric(model.run_with_hooks(tokens, fwd_hooks=hooks(heads)))))
+    return AblationComparison(
+        clean=clean,
+        chosen=ablated,
+        random=tuple(random_values),
+        chosen_heads=tuple(chosen),
+        random_sets=tuple(random_sets),
+    )

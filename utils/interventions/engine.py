@@ -1,0 +1,222 @@
+"""The fast engine: cache a run once, then resume it at any block with a batch of
+edited copies of its residual stream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import Tensor
+from transformer_lens.utilities import get_act_name
+
+from utils.core.heads import check_layer
+from utils.core.metrics import Metric, metric_value
+
+# ---------------------------------------------------------------------------
+# The engine: resume a cached run at block L with a batch of edited copies
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class CachedRun:
+    """What a run leaves behind for resuming it at any block.
+
+    ``resid_pre[l]`` is the residual stream entering block ``l``, ``z[l]`` every head's
+    output there (``(batch, pos, n_heads, d_head)``), ``block_inputs[l]`` the other
+    arguments the block received (attention mask, rotary embeddings, ...).
+    """
+
+    tokens: Tensor
+    logits: Tensor
+    resid_pre: list[Tensor]
+    z: list[Tensor]
+    block_inputs: list[tuple[tuple, dict]]
+
+    @property
+    def batch(self) -> int:
+        return int(self.tokens.shape[0])
+
+
+def cache_run(model: Any, tokens: Tensor) -> CachedRun:
+    """Run ``tokens`` once and keep what :func:`run_from_layer` needs to resume the run."""
+    n_layers = model.cfg.n_layers
+    block_inputs: list[tuple[tuple, dict]] = [((), {})] * n_layers
+    handles = []
+
+    def make_capture(layer: int) -> Callable[..., None]:
+        def capture(module: Any, args: tuple, kwargs: dict) -> None:
+            block_inputs[layer] = (args, kwargs)
+
+        return capture
+
+    names = [get_act_name("resid_pre", layer) for layer in range(n_layers)]
+    names += [get_act_name("z", layer) for layer in range(n_layers)]
+    try:
+        for layer in range(n_layers):
+            handles.append(
+                model.blocks[layer].register_forward_pre_hook(make_capture(layer), with_kwargs=True)
+            )
+        with torch.no_grad():
+            logits, cache = model.run_with_cache(tokens, names_filter=names)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return CachedRun(
+        tokens=tokens,
+        logits=logits,
+        resid_pre=[cache[get_act_name("resid_pre", layer)] for layer in range(n_layers)],
+        z=[cache[get_act_name("z", layer)] for layer in range(n_layers)],
+        block_inputs=block_inputs,
+    )
+
+
+def _is_kv_cache(value: Any) -> bool:
+    try:
+        from transformers.cache_utils import Cache
+    except ImportError:  # pragma: no cover - transformers always ships it
+        return False
+    return isinstance(value, Cache)
+
+
+def _repeat_batch(value: Any, batch: int, copies: int) -> Any:
+    """Repeat every per-prompt tensor (first dim ``batch``) ``copies`` times along dim 0."""
+    if _is_kv_cache(value):
+        return None  # a key/value cache would make the resumed blocks attend to stale keys
+    if isinstance(value, Tensor) and value.ndim >= 2 and value.shape[0] == batch:
+        return value.repeat(copies, *([1] * (value.ndim - 1)))
+    if isinstance(value, tuple):
+        return tuple(_repeat_batch(item, batch, copies) for item in value)
+    return value
+
+
+def run_from_layer(
+    model: Any,
+    run: CachedRun,
+    layer: int,
+    resid: Tensor,
+    *,
+    fwd_hooks: Sequence[tuple[str, Callable[..., Any]]] = (),
+    last_position_only: bool = False,
+) -> Tensor:
+    """Resume ``run`` at block ``layer`` from the residual ``resid`` and return the logits.
+
+    ``resid`` stacks ``copies`` edited versions of the run's residual stream:
+    ``(copies * batch, pos, d_model)``, copy ``c`` in rows ``c * batch`` to
+    ``(c + 1) * batch``. Blocks before ``layer`` are not run at all.
+
+    Args:
+        last_position_only: unembed only the last position (logits of shape
+            ``(copies * batch, 1, d_vocab)``), which saves much of the work when the
+            metric reads nothing else.
+    """
+    check_layer(model, layer)
+    expected = run.resid_pre[layer].shape
+    if resid.ndim != 3 or resid.shape[0] % run.batch or resid.shape[1:] != expected[1:]:
+        raise ValueError(
+            f"resid must stack copies of the run's residual {tuple(expected)}, "
+            f"got {tuple(resid.shape)}"
+        )
+    copies = resid.shape[0] // run.batch
+    with model.hooks(fwd_hooks=list(fwd_hooks)):
+        for current in range(layer, model.cfg.n_layers):
+            args, kwargs = run.block_inputs[current]
+            kwargs = {key: _repeat_batch(value, run.batch, copies) for key, value in kwargs.items()}
+            if "use_cache" in kwargs:
+                kwargs["use_cache"] = False
+            if args:
+                rest = tuple(_repeat_batch(value, run.batch, copies) for value in args[1:])
+                out = model.blocks[current](resid, *rest, **kwargs)
+            else:
+                kwargs["hidden_states"] = resid
+                out = model.blocks[current](**kwargs)
+            resid = out[0] if isinstance(out, tuple) else out
+        if last_position_only:
+            resid = resid[:, -1:]
+        return model.unembed(model.ln_final(resid))
+
+
+def _metric_per_copy(metric: Metric, logits: Tensor, batch: int) -> list[float]:
+    return [float(metric_value(metric, chunk)) for chunk in logits.split(batch, dim=0)]
+
+
+def replace_heads_sweep(
+    model: Any,
+    run: CachedRun,
+    replacement_z: Sequence[Tensor],
+    metric: Metric,
+    *,
+    layers: Sequence[int] | None = None,
+    positions: Sequence[int] | None = None,
+    last_position_only: bool = False,
+) -> Tensor:
+    """For every head, ``metric`` on ``run`` with that head's output replaced.
+
+    The engine behind exact patching and per-head ablation.
+
+    Args:
+        run: the base run, from :func:`cache_run`.
+        replacement_z: per layer, the value to write into ``hook_z``, broadcastable to
+            ``(batch, pos, n_heads, d_head)`` (a source run's ``z``, zeros, a mean, ...).
+        layers: the layers to sweep; all by default.
+        positions: replace only at these positions; all by default.
+        last_position_only: see :func:`head_patching_effects`.
+
+    Returns:
+        ``Tensor[len(layers), n_heads]``.
+    """
+    layers = _check_layers(model, layers)
+    n_heads, batch, n_pos = model.cfg.n_heads, run.batch, run.tokens.shape[1]
+    where = _check_positions(positions, n_pos)
+    where = slice(None) if where is None else where
+    if len(replacement_z) != model.cfg.n_layers:
+        raise ValueError(
+            f"replacement_z needs one entry per layer ({model.cfg.n_layers}), "
+            f"got {len(replacement_z)}"
+        )
+    results = torch.zeros(len(layers), n_heads)
+    with torch.no_grad():
+        for row, layer in enumerate(layers):
+            base_z = run.z[layer]
+            new = replacement_z[layer].to(base_z.device, base_z.dtype).expand_as(base_z)
+
+            def patch(z: Tensor, hook: Any, new: Tensor = new) -> Tensor:
+                z = z.contiguous()  # so that the view below shares z's memory
+                stacked = z.view(n_heads, batch, *z.shape[1:])
+                for head in range(n_heads):
+                    # stacked[head] is a view, so this writes into z itself
+                    stacked[head][:, where, head] = new[:, where, head]
+                return z
+
+            resid = run.resid_pre[layer].repeat(n_heads, 1, 1)
+            logits = run_from_layer(
+                model, run, layer, resid, fwd_hooks=[(get_act_name("z", layer), patch)],
+                last_position_only=last_position_only,
+            )
+            results[row] = torch.tensor(_metric_per_copy(metric, logits, batch))
+    return results
+
+
+def _check_layers(model: Any, layers: Sequence[int] | None) -> list[int]:
+    if layers is None:
+        return list(range(model.cfg.n_layers))
+    checked = [check_layer(model, layer) for layer in layers]
+    if not checked:
+        raise ValueError("layers is empty")
+    return checked
+
+
+def _check_positions(positions: Sequence[int] | None, n_pos: int) -> list[int] | None:
+    if positions is None:
+        return None
+    checked = []
+    for position in positions:
+        if isinstance(position, bool) or not isinstance(position, int):
+            raise TypeError(f"positions must be ints, got {position!r}")
+        if not -n_pos <= position < n_pos:
+            raise ValueError(f"position {position} is out of range for prompts of {n_pos} tokens")
+        checked.append(position % n_pos)
+    if not checked:
+        raise ValueError("positions is empty; pass None to patch every position")
+    return checked
