@@ -3,23 +3,24 @@
 import pytest
 import torch
 
-from utils.interventions.effects import ablation_head_effects, backup_analysis
-from utils.interventions.ablation import (
-    ablation_hooks,
-    ablation_values,
-    derangement,
-    head_ablation_effects,
-)
-from utils.data.ioi import ioi_dataset
-from utils.interventions.effects import head_effects
-from utils.interventions.ablation import (
-    head_means,
-    mean_ablation_hooks,
-    zero_ablation_hooks,
-)
 from transformer_lens.utilities import get_act_name
+
 from utils.attribution.dla import logit_difference_direction
 from utils.core.metrics import logit_diff
+from utils.data.ioi import ioi_dataset
+from utils.interventions.ablation import ablation_values, derangement, head_ablation_sweep
+from utils.interventions.effects import backup_analysis, head_effects
+from utils.interventions.hooks import replace_heads_hooks
+
+
+def plain_replace_hook(heads, value):
+    """A plain hand-written hook writing ``value`` into ``heads`` of one layer."""
+
+    def hook(z, hook):
+        z[:, :, heads] = value.expand_as(z)[:, :, heads]
+        return z
+
+    return hook
 
 
 @pytest.fixture(scope="module")
@@ -65,38 +66,70 @@ def test_single_head_sweep_matches_the_shared_hooks(ioi_small):
     model, ioi, metric = ioi_small
     tokens = ioi.clean_tokens
     layer = model.cfg.n_layers - 1
-    zero = head_ablation_effects(model, tokens, metric, method="zero", layers=[layer])
-    mean = head_ablation_effects(
+    zero = head_ablation_sweep(model, tokens, metric, method="zero", layers=[layer])
+    mean = head_ablation_sweep(
         model, tokens, metric, method="mean", layers=[layer], last_position_only=True
     )
     assert zero.shape == mean.shape == (1, model.cfg.n_heads)
     prebuilt = ablation_values(model, tokens, "mean")
     assert torch.equal(
-        head_ablation_effects(
+        head_ablation_sweep(
             model, tokens, metric, values=prebuilt, layers=[layer], last_position_only=True
         ),
         mean,
     )
     with torch.no_grad():
         _, cache = model.run_with_cache(tokens, names_filter=lambda name: name.endswith("hook_z"))
-        means = head_means(cache, model)
+        mean_z = cache[get_act_name("z", layer)].mean(dim=0, keepdim=True)
         for head in (0, model.cfg.n_heads - 1):
-            zero_hooks = zero_ablation_hooks(model, [(layer, head)])
-            mean_hooks = mean_ablation_hooks(model, [(layer, head)], means)
+            zero_hooks = [(get_act_name("z", layer), plain_replace_hook([head], torch.zeros_like(mean_z)))]
+            mean_hooks = [(get_act_name("z", layer), plain_replace_hook([head], mean_z))]
             expected_zero = metric(model.run_with_hooks(tokens, fwd_hooks=zero_hooks))
             expected_mean = metric(model.run_with_hooks(tokens, fwd_hooks=mean_hooks))
             assert zero[0, head] == pytest.approx(float(expected_zero), abs=1e-4)
             assert mean[0, head] == pytest.approx(float(expected_mean), abs=1e-4)
 
 
-def test_ablation_effects_agree_with_head_effects_for_zero_ablation(ioi_small):
+def test_replace_heads_hooks_match_plain_hooks(ioi_small):
+    model, ioi, _ = ioi_small
+    tokens = ioi.clean_tokens
+    layer = model.cfg.n_layers - 1
+    heads = [0, model.cfg.n_heads - 1]
+    for method in ("zero", "mean", "resample"):
+        values = ablation_values(model, tokens, method)
+        with torch.no_grad():
+            ours = model.run_with_hooks(tokens, fwd_hooks=replace_heads_hooks(model, [(layer, h) for h in heads], values))
+            plain = model.run_with_hooks(tokens, fwd_hooks=[(get_act_name("z", layer), plain_replace_hook(heads, values[layer]))])
+        assert torch.allclose(ours, plain, atol=1e-5), method
+
+
+def test_replace_heads_hooks_at_one_position_per_row(ioi_small):
+    model, ioi, _ = ioi_small
+    tokens = ioi.clean_tokens
+    values = ablation_values(model, tokens, "mean")
+    positions = torch.tensor([1, 2, 3, 4])
+    name = get_act_name("z", 0)
+    with torch.no_grad():
+        _, clean = model.run_with_cache(tokens, names_filter=[name])
+        with model.hooks(fwd_hooks=replace_heads_hooks(model, [(0, 1)], values, positions=positions)):
+            _, replaced = model.run_with_cache(tokens, names_filter=[name])
+    for row, position in enumerate(positions.tolist()):
+        expected = clean[name][row].clone()
+        expected[position, 1] = values[0][0, position, 1]
+        assert torch.allclose(replaced[name][row], expected, atol=1e-6)
+    with pytest.raises(TypeError, match="LongTensor"):
+        replace_heads_hooks(model, [(0, 1)], values, positions=[1, 2, 3, 4])
+
+
+def test_head_effects_of_several_heads_match_plain_hooks(ioi_small):
     model, ioi, metric = ioi_small
-    layer, head = model.cfg.n_layers // 2, 1
-    zeros = ablation_values(model, ioi.clean_tokens, "zero")
-    ours = ablation_head_effects(model, ioi.clean_tokens, layer, head, metric, zeros)
-    reference = head_effects(model, ioi.clean_tokens, layer, head, metric)
-    for field in ("clean", "total", "direct", "indirect"):
-        assert getattr(ours, field) == pytest.approx(getattr(reference, field), abs=1e-4)
+    tokens = ioi.clean_tokens
+    layer = model.cfg.n_layers // 2
+    values = ablation_values(model, tokens, "mean")
+    effects = head_effects(model, tokens, [(layer, 0), (layer, 1)], metric, values)
+    with torch.no_grad():
+        total = metric(model.run_with_hooks(tokens, fwd_hooks=[(get_act_name("z", layer), plain_replace_hook([0, 1], values[layer]))]))
+    assert effects.total == pytest.approx(float(total) - effects.clean, abs=1e-4)
 
 
 def test_backup_analysis_bookkeeping(ioi_small):
@@ -106,7 +139,7 @@ def test_backup_analysis_bookkeeping(ioi_small):
     layer = model.cfg.n_layers // 2
     values = ablation_values(model, tokens, "zero")
     result = backup_analysis(model, tokens, metric, directions, [(layer, 1)], values)
-    reference = head_effects(model, tokens, layer, 1, metric)  # zero ablation of one head
+    reference = head_effects(model, tokens, [(layer, 1)], metric, values)  # zero ablation of one head
     assert result.clean == pytest.approx(reference.clean, abs=1e-4)
     assert result.ablated - result.clean == pytest.approx(reference.total, abs=1e-4)
     # The additive prediction is the direct effect; what the model makes up is the rest.
@@ -119,7 +152,8 @@ def test_backup_analysis_bookkeeping(ioi_small):
     heads = [(layer, 0), (model.cfg.n_layers - 1, 2)]
     together = backup_analysis(model, tokens, metric, directions, heads, values)
     with torch.no_grad():
-        ablated = metric(model.run_with_hooks(tokens, fwd_hooks=zero_ablation_hooks(model, heads)))
+        hooks = [(get_act_name("z", l), plain_replace_hook([h], values[l])) for l, h in heads]
+        ablated = metric(model.run_with_hooks(tokens, fwd_hooks=hooks))
     assert together.ablated == pytest.approx(float(ablated), abs=1e-4)
 
 
@@ -137,6 +171,6 @@ def test_clear_errors(gpt2_random):
         ablation_values(model, tokens[0], "mean")
     values = ablation_values(model, tokens, "zero")
     with pytest.raises(ValueError, match="out of range"):
-        ablation_hooks(model, [(0, model.cfg.n_heads)], values)
+        replace_heads_hooks(model, [(0, model.cfg.n_heads)], values)
     with pytest.raises(ValueError, match="one entry per layer"):
-        ablation_hooks(model, [(0, 0)], values[:1])
+        replace_heads_hooks(model, [(0, 0)], values[:1])

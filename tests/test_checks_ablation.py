@@ -3,15 +3,14 @@ realistic wrong solutions fail, a stub's NotImplementedError propagates."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any, Callable
 
 import pytest
 import torch
 from torch import Tensor
 
-from utils.interventions.effects import ablation_head_effects
-from utils.interventions.ablation import ablation_hooks, derangement
+from utils.interventions.effects import head_effects
+from utils.interventions.ablation import derangement
 from utils.checks import CheckFailed
 from utils.checks.ablation import (
     check_derangement,
@@ -29,11 +28,14 @@ def stub(*args: Any, **kwargs: Any) -> Any:
 
 
 def reference_hook(reference_z: Tensor, heads: list[int]) -> Callable:
-    """Built from utils.interventions.ablation.ablation_hooks, another route than the check's."""
-    n_heads = reference_z.shape[2]
-    one_layer = SimpleNamespace(cfg=SimpleNamespace(n_layers=1, n_heads=n_heads))
-    values = [reference_z.mean(dim=0, keepdim=True)]
-    return ablation_hooks(one_layer, [(0, head) for head in heads], values)[0][1]
+    """A plain hand-written hook, another route than the check's."""
+    mean = reference_z.mean(dim=0)
+
+    def hook(z, hook):
+        z[:, :, heads] = mean[:, heads]
+        return z
+
+    return hook
 
 
 def mean_over_positions_too(reference_z: Tensor, heads: list[int]) -> Callable:
@@ -139,11 +141,11 @@ def test_derangement_stub_propagates():
 
 
 def direct_reference(model, tokens, layer, head, metric, values):
-    return ablation_head_effects(model, tokens, layer, head, metric, values).direct
+    return head_effects(model, tokens, [(layer, head)], metric, values).direct
 
 
 def total_effect(model, tokens, layer, head, metric, values):
-    return ablation_head_effects(model, tokens, layer, head, metric, values).total
+    return head_effects(model, tokens, [(layer, head)], metric, values).total
 
 
 def _delta(model, tokens, layer, head, values):

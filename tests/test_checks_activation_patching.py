@@ -18,8 +18,8 @@ from utils.checks.activation_patching import (
 )
 from transformer_lens.utilities import get_act_name
 from utils.interventions.patching import (
-    attribution_patching_effects,
-    naive_head_patching_effects,
+    attribution_patching_sweep,
+    head_patching_sweep,
     normalise_patching,
 )
 
@@ -119,9 +119,8 @@ def test_hook_stub_propagates():
 
 
 def naive_reference(model, base_tokens, source_tokens, metric, layer, heads):
-    every_head = naive_head_patching_effects(
-        model, source_tokens, base_tokens, metric, layers=[layer]
-    )
+    # denoising patches the clean (source) run into the corrupted (base) run
+    every_head = head_patching_sweep(model, source_tokens, base_tokens, metric, layers=[layer])
     return every_head[0, heads]
 
 
@@ -161,7 +160,7 @@ def test_patch_heads_stub_propagates(gpt2_random):
 
 
 def attribution_reference(model, base_tokens, source_tokens, metric):
-    return attribution_patching_effects(model, source_tokens, base_tokens, metric)
+    return attribution_patching_sweep(model, source_tokens, base_tokens, metric)
 
 
 def _z_and_grads(model, tokens, metric, *, enable_grad=True):

@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from utils.interventions.ablation import head_means# noqa: E402
+from utils.interventions.ablation import ablation_values  # noqa: E402
 from utils.attribution.circuits import ov_copying_scores# noqa: E402
 from utils.core.cache import attention_and_dla_filter  # noqa: E402
 from utils.scores.patterns import (
@@ -239,23 +239,33 @@ def test_compare_ablation(gpt2_random):
         return float(logits[torch.arange(2), -2, target].mean())
 
     chosen = [(0, 0), (2, 1)]
-    result = compare_ablation(gpt2_random, tokens, chosen, metric, n_random=2, seed=1)
+    zeros = ablation_values(gpt2_random, tokens, "zero")
+    result = compare_ablation(gpt2_random, tokens, chosen, metric, zeros, n_random=2, seed=1)
     assert result.chosen_heads == tuple(chosen)
     assert len(result.random) == len(result.random_sets) == 2
     for heads in result.random_sets:
         assert len(heads) == 2 and not set(heads) & set(chosen)
     assert result.chosen_drop == pytest.approx(result.clean - result.chosen)
-    again = compare_ablation(gpt2_random, tokens, chosen, metric, n_random=2, seed=1)
+    again = compare_ablation(gpt2_random, tokens, chosen, metric, zeros, n_random=2, seed=1)
     assert again == result
-    with torch.no_grad():
-        _, cache = gpt2_random.run_with_cache(tokens)
-    means = head_means(cache, gpt2_random)
-    mean_ablated = compare_ablation(gpt2_random, tokens, chosen, metric, means=means, n_random=1)
+    means = ablation_values(gpt2_random, tokens, "mean")
+    mean_ablated = compare_ablation(gpt2_random, tokens, chosen, metric, means, n_random=1)
     assert mean_ablated.clean == pytest.approx(result.clean, abs=1e-4)
+    with torch.no_grad():
+        plain = [(get_act_name("z", l), zero_head(h)) for l, h in chosen]
+        assert result.chosen == pytest.approx(metric(gpt2_random.run_with_hooks(tokens, fwd_hooks=plain)), abs=1e-4)
     with pytest.raises(ValueError, match="n_random"):
-        compare_ablation(gpt2_random, tokens, chosen, metric, n_random=0)
+        compare_ablation(gpt2_random, tokens, chosen, metric, zeros, n_random=0)
     with pytest.raises(ValueError, match="out of range"):
-        compare_ablation(gpt2_random, tokens, [(0, 99)], metric)
+        compare_ablation(gpt2_random, tokens, [(0, 99)], metric, zeros)
+
+
+def zero_head(head):
+    def hook(z, hook):
+        z[:, :, head] = 0.0
+        return z
+
+    return hook
 
 
 def test_plot_score_and_pattern():

@@ -1,5 +1,5 @@
-"""Tests for utils.knockout: attention knockout, window scans, equalised attention,
-last-position mean ablation and PrefixRun."""
+"""Attention knockout, window scans, equalised attention, last-position mean ablation,
+PrefixRun and run_variants, each against plain runs."""
 
 from __future__ import annotations
 
@@ -7,20 +7,27 @@ from transformer_lens.utilities import get_act_name
 import pytest
 import torch
 
-from utils.interventions.knockout import (
-    PrefixRun,
+from utils.interventions.ablation import ablation_values
+from utils.interventions.hooks import (
     attention_knockout_hooks,
     equalize_attention_hooks,
-    knockout_window_scan,
-    last_position_mean_ablation_hooks,
-    layer_windows,
-    run_variants,
+    replace_heads_hooks,
 )
+from utils.interventions.knockout import knockout_window_scan, layer_windows
+from utils.interventions.runner import PrefixRun, Variants, run_variants
 from utils.scores.retrieval import negative_attention_score
 
 torch.set_grad_enabled(False)
 
 PROMPT = "The Eiffel Tower is located in the city of"
+
+
+def last_position_mean_ablation_hooks(model, heads, tokens, rows=None):
+    """Mean ablation (over ``tokens``) of ``heads`` at the last position only."""
+    means = ablation_values(model, tokens, "mean")
+    n_rows = tokens.shape[0] if rows is None else len(rows)
+    last = torch.full((n_rows,), tokens.shape[1] - 1, dtype=torch.long)
+    return replace_heads_hooks(model, heads, means, positions=last, rows=rows)
 
 
 def test_knockout_blocks_edges_and_keeps_rows_normalised(any_model):
@@ -57,14 +64,27 @@ def test_prefix_run_matches_a_full_run(any_model):
     n_pos = tokens.shape[1]
     hooks = attention_knockout_hooks(any_model, range(any_model.cfg.n_layers), [1, 2, 3])
     full = any_model.run_with_hooks(tokens, fwd_hooks=hooks)
-    run = PrefixRun(any_model, tokens, n_pos - 2, repeat=2)
+    run = PrefixRun(any_model, tokens, n_pos - 2, copies=2)
     assert run.uses_cache
     suffix = run(hooks)
     assert suffix.shape == (4, 2, any_model.cfg.d_vocab)
-    assert torch.allclose(suffix[::2], full[:, -2:], atol=1e-4)
-    assert torch.allclose(suffix[1::2], full[:, -2:], atol=1e-4)
+    # Variant-major rows: copy c holds rows 2c and 2c + 1.
+    assert torch.allclose(suffix[:2], full[:, -2:], atol=1e-4)
+    assert torch.allclose(suffix[2:], full[:, -2:], atol=1e-4)
     # The cache is reusable: a second call without hooks gives the clean logits.
-    assert torch.allclose(run()[::2], any_model(tokens)[:, -2:], atol=1e-4)
+    assert torch.allclose(run()[:2], any_model(tokens)[:, -2:], atol=1e-4)
+
+
+def test_prefix_run_copies_are_variant_major(any_model):
+    tokens = any_model.to_tokens([PROMPT, "The Colosseum is located in the city of"])
+    variants = Variants(batch=2, n=2)
+    # Block different edges in the two copies' rows; each copy must match its own full run.
+    hooks = attention_knockout_hooks(any_model, [0], [1], rows=variants.rows(0))
+    hooks += attention_knockout_hooks(any_model, [0], [2], rows=variants.rows(1))
+    suffix = PrefixRun(any_model, tokens, tokens.shape[1] - 1, copies=2)(hooks)[:, -1]
+    for copy, key in enumerate((1, 2)):
+        expected = any_model.run_with_hooks(tokens, fwd_hooks=attention_knockout_hooks(any_model, [0], [key]))[:, -1]
+        assert torch.allclose(variants.split(suffix)[copy], expected, atol=1e-4)
 
 
 def test_prefix_run_rejects_bad_input(any_model):
@@ -73,8 +93,8 @@ def test_prefix_run_rejects_bad_input(any_model):
         PrefixRun(any_model, tokens, tokens.shape[1])
     with pytest.raises(ValueError, match="prefix_len"):
         PrefixRun(any_model, tokens, 0)
-    with pytest.raises(ValueError, match="repeat"):
-        PrefixRun(any_model, tokens, 2, repeat=0)
+    with pytest.raises(ValueError, match="n must be a positive int"):
+        PrefixRun(any_model, tokens, 2, copies=0)
     with pytest.raises(ValueError, match="batch, pos"):
         PrefixRun(any_model, tokens[0], 2)
 
@@ -163,7 +183,7 @@ def test_last_position_mean_ablation(any_model):
     tokens = any_model.to_tokens(["The capital of France is", "The capital of Italy is", "The capital of Japan is"])
     _, clean = any_model.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_z"))
     heads = [(0, 1), (1, 0)]
-    hooks = last_position_mean_ablation_hooks(any_model, heads, clean)
+    hooks = last_position_mean_ablation_hooks(any_model, heads, tokens)
     with any_model.hooks(fwd_hooks=hooks):
         _, ablated = any_model.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_z"))
     z0, z0_clean = ablated[get_act_name("z", 0)], clean[get_act_name("z", 0)]
@@ -175,10 +195,8 @@ def test_last_position_mean_ablation(any_model):
     full = any_model.run_with_hooks(tokens, fwd_hooks=hooks)[:, -1]
     suffix = PrefixRun(any_model, tokens, tokens.shape[1] - 1)(hooks)[:, -1]
     assert torch.allclose(full, suffix, atol=1e-4)
-    with pytest.raises(ValueError, match="lacks"):
-        last_position_mean_ablation_hooks(any_model, heads, {})
     with pytest.raises(ValueError, match="out of range"):
-        last_position_mean_ablation_hooks(any_model, [(0, 99)], clean)
+        last_position_mean_ablation_hooks(any_model, [(0, 99)], tokens)
 
 
 def test_hooks_restricted_to_rows(any_model):
@@ -186,9 +204,9 @@ def test_hooks_restricted_to_rows(any_model):
     _, clean = any_model.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_z"))
     clean_logits = any_model(tokens)[:, -1]
     heads = [(0, 0), (1, 1)]
-    ablate_row_1 = last_position_mean_ablation_hooks(any_model, heads, clean, rows=[1])
+    ablate_row_1 = last_position_mean_ablation_hooks(any_model, heads, tokens, rows=[1])
     logits = any_model.run_with_hooks(tokens, fwd_hooks=ablate_row_1)[:, -1]
-    everywhere = any_model.run_with_hooks(tokens, fwd_hooks=last_position_mean_ablation_hooks(any_model, heads, clean))[:, -1]
+    everywhere = any_model.run_with_hooks(tokens, fwd_hooks=last_position_mean_ablation_hooks(any_model, heads, tokens))[:, -1]
     assert torch.allclose(logits[0], clean_logits[0], atol=1e-4)
     assert torch.allclose(logits[1], everywhere[1], atol=1e-4)
     first, second = torch.tensor([1, 1]), torch.tensor([2, 2])
@@ -197,8 +215,8 @@ def test_hooks_restricted_to_rows(any_model):
     everywhere = any_model.run_with_hooks(tokens, fwd_hooks=equalize_attention_hooks(any_model, heads, first, second))[:, -1]
     assert torch.allclose(logits[0], everywhere[0], atol=1e-4)
     assert torch.allclose(logits[1], clean_logits[1], atol=1e-4)
-    with pytest.raises(TypeError, match="rows must hold ints"):
-        last_position_mean_ablation_hooks(any_model, heads, clean, rows=[0.5])
+    with pytest.raises(ValueError, match="rows must be"):
+        last_position_mean_ablation_hooks(any_model, heads, tokens, rows=[0.5])
     with pytest.raises(ValueError, match="positions given for 2 rows"):
         equalize_attention_hooks(any_model, heads, first[:1], second[:1], rows=[0, 1])
 
@@ -209,18 +227,18 @@ def test_run_variants_matches_separate_runs(any_model):
     sets = {"none": [], "a": [(0, 0)], "b": [(1, 1), (0, 1)]}
 
     def builder(heads):
-        return lambda rows: last_position_mean_ablation_hooks(any_model, heads, clean, rows=rows) if heads else []
+        return lambda rows: last_position_mean_ablation_hooks(any_model, heads, tokens, rows=rows) if heads else []
 
     for per_run in (None, 2):
-        result = run_variants(any_model, tokens, tokens.shape[1] - 1, {k: builder(v) for k, v in sets.items()},
-                              variants_per_run=per_run)
+        result = run_variants(any_model, tokens, {k: builder(v) for k, v in sets.items()},
+                              prefix_len=tokens.shape[1] - 1, variants_per_run=per_run)
         assert set(result) == set(sets)
         for name, heads in sets.items():
-            hooks = last_position_mean_ablation_hooks(any_model, heads, clean) if heads else []
+            hooks = last_position_mean_ablation_hooks(any_model, heads, tokens) if heads else []
             expected = any_model.run_with_hooks(tokens, fwd_hooks=hooks)[:, -1]
             assert result[name].shape == expected.shape
             assert torch.allclose(result[name], expected, atol=1e-4)
     with pytest.raises(ValueError, match="no variants"):
-        run_variants(any_model, tokens, 2, {})
+        run_variants(any_model, tokens, {})
     with pytest.raises(ValueError, match="variants_per_run"):
-        run_variants(any_model, tokens, 2, {"a": builder([])}, variants_per_run=0)
+        run_variants(any_model, tokens, {"a": builder([])}, variants_per_run=0)

@@ -1,19 +1,24 @@
-"""Exact and attribution patching: the fast engine equals the naive loop."""
+"""Exact and attribution patching: the fast engine equals TransformerLens's patching loop."""
 
-from transformer_lens.utilities import get_act_name
+import pandas as pd
 import pytest
 import torch
+from transformer_lens.patching import (
+    generic_activation_patch,
+    layer_head_vector_patch_setter,
+    layer_pos_head_vector_patch_setter,
+)
+from transformer_lens.utilities import get_act_name
 
 from utils.data.ioi import ioi_dataset
 from utils.core.metrics import logit_diff
 from utils.interventions.patching import (
-    attribution_patching_effects,
-    head_patching_effects,
-    head_position_patching_effects,
-    naive_head_patching_effects,
+    attribution_patching_sweep,
+    head_patching_sweep,
+    head_position_patching_sweep,
     normalise_patching,
     patching_baselines,
-    residual_patching_effects,
+    residual_patching_sweep,
 )
 from utils.interventions.engine import cache_run, replace_heads_sweep, run_from_layer
 from utils.analysis.ranking import ranking_agreement
@@ -27,6 +32,27 @@ def ioi_small(any_model):
         return logit_diff(logits, ioi.correct_ids, ioi.incorrect_ids)
 
     return any_model, ioi, metric
+
+
+def transformer_lens_patching(model, clean, corrupted, metric, direction, layers, position=None):
+    """TransformerLens's own loop (one forward pass per head), the reference: it copies
+    the source run's ``hook_z`` of one head into the base run."""
+    base, source = (corrupted, clean) if direction == "denoise" else (clean, corrupted)
+    with torch.no_grad():
+        _, source_cache = model.run_with_cache(source, names_filter=lambda name: name.endswith("hook_z"))
+    heads = range(model.cfg.n_heads)
+    if position is None:
+        index = pd.DataFrame({"layer": [l for l in layers for _ in heads], "head": [h for _ in layers for h in heads]})
+        setter = layer_head_vector_patch_setter
+    else:
+        position = position % base.shape[1]
+        index = pd.DataFrame({
+            "layer": [l for l in layers for _ in heads], "pos": [position] * (len(layers) * len(heads)),
+            "head": [h for _ in layers for h in heads],
+        })
+        setter = layer_pos_head_vector_patch_setter
+    values = generic_activation_patch(model, base, source_cache, metric, setter, "z", index_df=index)
+    return values.reshape(len(layers), model.cfg.n_heads).cpu()
 
 
 def _some_layers(model):
@@ -44,21 +70,21 @@ def test_resuming_a_cached_run_reproduces_its_logits(ioi_small):
 
 
 @pytest.mark.parametrize("direction", ["denoise", "noise"])
-def test_fast_exact_patching_equals_the_naive_loop(ioi_small, direction):
+def test_fast_exact_patching_equals_transformer_lens(ioi_small, direction):
     model, ioi, metric = ioi_small
     last = model.cfg.n_layers - 1
     for layers, positions in (([0, last], None), ([last], [-1])):
-        naive = naive_head_patching_effects(
-            model, ioi.clean_tokens, ioi.corrupted_tokens, metric,
-            direction=direction, layers=layers, positions=positions,
+        naive = transformer_lens_patching(
+            model, ioi.clean_tokens, ioi.corrupted_tokens, metric, direction, layers,
+            None if positions is None else positions[0],
         )
-        fast = head_patching_effects(
+        fast = head_patching_sweep(
             model, ioi.clean_tokens, ioi.corrupted_tokens, metric,
             direction=direction, layers=layers, positions=positions,
         )
         assert fast.shape == (len(layers), model.cfg.n_heads)
         assert (fast - naive).abs().max() <= 1e-4
-        last_only = head_patching_effects(
+        last_only = head_patching_sweep(
             model, ioi.clean_tokens, ioi.corrupted_tokens, metric,
             direction=direction, layers=layers, positions=positions, last_position_only=True,
         )
@@ -68,7 +94,7 @@ def test_fast_exact_patching_equals_the_naive_loop(ioi_small, direction):
 def test_position_specific_patching_matches_hooked_runs(ioi_small):
     model, ioi, metric = ioi_small
     heads = [(model.cfg.n_layers - 1, 1), (0, 2)]
-    values = head_position_patching_effects(
+    values = head_position_patching_sweep(
         model, ioi.clean_tokens, ioi.corrupted_tokens, metric, heads, direction="noise"
     )
     assert values.shape == (2, ioi.clean_tokens.shape[1])
@@ -90,7 +116,7 @@ def test_position_specific_patching_matches_hooked_runs(ioi_small):
             expected = metric(model.run_with_hooks(ioi.clean_tokens, fwd_hooks=[(name, patch)]))
             assert values[row, position] == pytest.approx(float(expected), abs=1e-4)
     with pytest.raises(ValueError, match="out of range"):
-        head_position_patching_effects(
+        head_position_patching_sweep(
             model, ioi.clean_tokens, ioi.corrupted_tokens, metric, [(0, model.cfg.n_heads)]
         )
 
@@ -98,11 +124,11 @@ def test_position_specific_patching_matches_hooked_runs(ioi_small):
 def test_full_sweep_shape_and_no_effect_when_runs_are_equal(gpt2_random):
     ioi = ioi_dataset(gpt2_random, 2, seed=0)
     metric = lambda logits: logit_diff(logits, ioi.correct_ids, ioi.incorrect_ids)  # noqa: E731
-    same = head_patching_effects(gpt2_random, ioi.clean_tokens, ioi.clean_tokens, metric)
+    same = head_patching_sweep(gpt2_random, ioi.clean_tokens, ioi.clean_tokens, metric)
     clean_value, _ = patching_baselines(gpt2_random, ioi.clean_tokens, ioi.corrupted_tokens, metric)
     assert same.shape == (gpt2_random.cfg.n_layers, gpt2_random.cfg.n_heads)
     assert torch.allclose(same, torch.full_like(same, clean_value), atol=1e-4)
-    attribution = attribution_patching_effects(
+    attribution = attribution_patching_sweep(
         gpt2_random, ioi.clean_tokens, ioi.clean_tokens, metric
     )
     assert torch.allclose(attribution, same, atol=1e-4)
@@ -118,7 +144,7 @@ def test_attribution_is_the_first_order_term_of_exact_patching(ioi_small):
     stepped = [b + eps * (s - b) for b, s in zip(base.z, source.z)]
     exact_step = replace_heads_sweep(model, base, stepped, metric, layers=layers)
     base_value = float(metric(base.logits))
-    attribution = attribution_patching_effects(
+    attribution = attribution_patching_sweep(
         model, ioi.clean_tokens, ioi.corrupted_tokens, metric, layers=layers
     )
     finite_difference = (exact_step - base_value) / eps
@@ -131,7 +157,7 @@ def test_residual_patching_matches_a_hooked_run(ioi_small):
     model, ioi, metric = ioi_small
     layer = model.cfg.n_layers // 2
     positions = [2, -1]
-    values = residual_patching_effects(
+    values = residual_patching_sweep(
         model, ioi.clean_tokens, ioi.corrupted_tokens, metric, layers=[layer], positions=positions
     )
     assert values.shape == (1, 2)
@@ -146,7 +172,7 @@ def test_residual_patching_matches_a_hooked_run(ioi_small):
             expected = metric(model.run_with_hooks(ioi.corrupted_tokens, fwd_hooks=[(name, patch)]))
             assert values[0, column] == pytest.approx(float(expected), abs=1e-4)
     # Patching every position of the first layer's input is running the clean prompt.
-    first = residual_patching_effects(
+    first = residual_patching_sweep(
         model, ioi.clean_tokens, ioi.corrupted_tokens, metric, layers=[0]
     )
     _, corrupted_value = patching_baselines(
@@ -179,8 +205,7 @@ def test_clear_errors(gpt2_random):
     ioi = ioi_dataset(model, 2, seed=0)
     metric = lambda logits: logit_diff(logits, ioi.correct_ids, ioi.incorrect_ids)  # noqa: E731
     clean, corrupted = ioi.clean_tokens, ioi.corrupted_tokens
-    for function in (head_patching_effects, attribution_patching_effects, residual_patching_effects,
-                     naive_head_patching_effects):
+    for function in (head_patching_sweep, attribution_patching_sweep, residual_patching_sweep):
         with pytest.raises(ValueError, match="same shape"):
             function(model, clean, corrupted[:, :-1], metric)
         with pytest.raises(ValueError, match="direction"):
@@ -192,9 +217,9 @@ def test_clear_errors(gpt2_random):
         with pytest.raises(ValueError, match="out of range"):
             function(model, clean, corrupted, metric, positions=[clean.shape[1]])
     with pytest.raises(TypeError, match="token ids"):
-        head_patching_effects(model, clean.tolist(), corrupted, metric)
+        head_patching_sweep(model, clean.tolist(), corrupted, metric)
     with pytest.raises(ValueError, match="integer token ids"):
-        head_patching_effects(model, clean.float(), corrupted.float(), metric)
+        head_patching_sweep(model, clean.float(), corrupted.float(), metric)
     run = cache_run(model, clean)
     with pytest.raises(ValueError, match="one entry per layer"):
         replace_heads_sweep(model, run, run.z[:1], metric)

@@ -5,12 +5,14 @@ import torch
 
 from utils.data.sentiment import sentiment_score, toy_movie_reviews
 from transformer_lens.utilities import get_act_name
-from utils.interventions.steering import (
-    add_direction_hooks,
+from utils.interventions.hooks import (
     add_to_heads_hooks,
-    greedy_continuation,
-    head_addition_sweep,
+    add_to_residual_hooks,
     project_out_of_heads_hooks,
+)
+from utils.interventions.steering import (
+    generate_with_hooks,
+    head_addition_sweep,
     removed_direct_effect,
     steering_sweep,
 )
@@ -164,7 +166,7 @@ def test_projection_effect_size():
 # --- directional addition ---------------------------------------------------
 
 
-def test_add_direction_hooks_shift_every_position_but_bos(any_model):
+def test_add_to_residual_hooks_shift_every_position_but_bos(any_model):
     tokens = any_model.to_tokens(PROMPTS)
     layer = 1
     direction = torch.randn(any_model.cfg.d_model, generator=torch.Generator().manual_seed(0))
@@ -175,7 +177,7 @@ def test_add_direction_hooks_shift_every_position_but_bos(any_model):
         any_model.run_with_hooks(tokens, fwd_hooks=[(name, capture_hook(store, "clean"))])
         any_model.run_with_hooks(
             tokens,
-            fwd_hooks=add_direction_hooks(any_model, layer, direction, scale)
+            fwd_hooks=add_to_residual_hooks(any_model, layer, direction, scale, start_pos=1)
             + [(name, capture_hook(store, "steered"))],
         )
     change = store["steered"] - store["clean"]
@@ -184,18 +186,18 @@ def test_add_direction_hooks_shift_every_position_but_bos(any_model):
     assert torch.allclose(change[1, 1:], (-1.0 * direction).expand_as(change[1, 1:]), atol=1e-4)
 
 
-def test_add_direction_hooks_errors(any_model):
+def test_add_to_residual_hooks_errors(any_model):
     good = torch.zeros(any_model.cfg.d_model)
     with pytest.raises(ValueError, match="shape"):
-        add_direction_hooks(any_model, 0, torch.zeros(3))
+        add_to_residual_hooks(any_model, 0, torch.zeros(3))
     with pytest.raises(ValueError, match="out of range"):
-        add_direction_hooks(any_model, any_model.cfg.n_layers + 1, good)
+        add_to_residual_hooks(any_model, any_model.cfg.n_layers + 1, good)
     with pytest.raises(ValueError, match="start_pos"):
-        add_direction_hooks(any_model, 0, good, start_pos=-1)
+        add_to_residual_hooks(any_model, 0, good, start_pos=-1)
     with pytest.raises(TypeError, match="scale"):
-        add_direction_hooks(any_model, 0, good, "big")
-    hooks = add_direction_hooks(any_model, 0, good, torch.ones(5))
-    with pytest.raises(ValueError, match="5 values for a batch of 2"):
+        add_to_residual_hooks(any_model, 0, good, "big")
+    hooks = add_to_residual_hooks(any_model, 0, good, torch.ones(5))
+    with pytest.raises(ValueError, match="5 values for 2 rows"):
         any_model.run_with_hooks(any_model.to_tokens(PROMPTS), fwd_hooks=hooks)
 
 
@@ -209,7 +211,7 @@ def test_steering_sweep_at_zero_is_the_clean_run(any_model):
 
     with torch.no_grad():
         clean = metric(any_model(tokens))
-        hooks = add_direction_hooks(any_model, 1, direction, 1.0)
+        hooks = add_to_residual_hooks(any_model, 1, direction, 1.0, start_pos=1)
         one_alpha = metric(any_model.run_with_hooks(tokens, fwd_hooks=hooks))
     swept = steering_sweep(any_model, tokens, 1, direction, [0.0, 1.0], metric)
     assert swept.shape == (2, 2)
@@ -256,7 +258,9 @@ def test_add_to_heads_hooks_changes_one_head_at_one_position(any_model):
         any_model.run_with_hooks(tokens, fwd_hooks=[(name, capture_hook(store, "clean"))])
         any_model.run_with_hooks(
             tokens,
-            fwd_hooks=add_to_heads_hooks(any_model, [(layer, head)], z_dirs, 3.0, pos=-1)
+            fwd_hooks=add_to_heads_hooks(
+                any_model, [(layer, head)], z_dirs, 3.0, positions=torch.full((2,), tokens.shape[1] - 1)
+            )
             + [(name, capture_hook(store, "steered"))],
         )
     change = store["steered"] - store["clean"]
@@ -354,10 +358,26 @@ def test_direct_contributions_add_up_to_the_readout(any_model):
         direct_contributions(any_model, cache, torch.ones(3))
 
 
-def test_greedy_continuation(any_model):
+def test_generate_with_hooks_runs_the_hooks_at_every_step(any_model):
     tokens = any_model.to_tokens(PROMPTS)
-    texts = greedy_continuation(any_model, tokens, 2)
+    texts = generate_with_hooks(any_model, tokens, 3)
     assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
+    # Greedy: the first generated token is the argmax of a plain forward pass.
+    with torch.no_grad():
+        first = any_model(tokens)[:, -1].argmax(-1)
+    assert all(text.startswith(any_model.tokenizer.decode(t)) for text, t in zip(texts, first))
+    calls = []
+
+    def count(resid, hook):
+        calls.append(resid.shape[1])
+        return resid
+
+    generate_with_hooks(any_model, tokens, 3, [(get_act_name("resid_pre", 0), count)])
+    assert len(calls) == 3  # the prompt, then one call per new token
+    # A large steering vector changes what is generated.
+    push = 50 * any_model.W_U[:, first[0]].detach()
+    steered = generate_with_hooks(any_model, tokens, 3, add_to_residual_hooks(any_model, any_model.cfg.n_layers, -push, start_pos=1))
+    assert steered != texts
     with pytest.raises(ValueError, match="n_tokens"):
-        greedy_continuation(any_model, tokens, 0)
+        generate_with_hooks(any_model, tokens, 0)
 

@@ -39,8 +39,8 @@ def main() -> None:
     from utils.core.metrics import logit_diff
     from utils.core.models import describe_model, load_model, set_seed
     from utils.interventions.patching import (
-        attribution_patching_effects,
-        head_patching_effects,
+        attribution_patching_sweep,
+        head_patching_sweep,
     )
     from utils.analysis.ranking import ranking_agreement
 
@@ -81,10 +81,10 @@ def main() -> None:
     naive_values, naive_seconds = _timed(naive)
     # logit_diff reads only the final position, so only that position is unembedded.
     exact_values, exact_seconds = _timed(
-        lambda: head_patching_effects(model, clean, corrupted, metric, last_position_only=True)
+        lambda: head_patching_sweep(model, clean, corrupted, metric, last_position_only=True)
     )
     attribution_values, attribution_seconds = _timed(
-        lambda: attribution_patching_effects(model, clean, corrupted, metric)
+        lambda: attribution_patching_sweep(model, clean, corrupted, metric)
     )
 
     max_abs_diff = float((exact_values - naive_values).abs().max())

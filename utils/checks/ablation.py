@@ -1,8 +1,8 @@
 """Checks for the exercises of chapter 11 (Ablation).
 
 Each ``check_*`` function takes the learner's function (and, for the direct effect,
-the loaded model), compares it with the course's reference in :mod:`utils.ablation`
-and :mod:`utils.hooks` on random and edge-case inputs, prints one line when every case
+the loaded model), compares it with the course's reference in :mod:`utils.interventions.ablation`
+and :mod:`utils.interventions.hooks` on random and edge-case inputs, prints one line when every case
 matches and raises :class:`utils.checks.CheckFailed` otherwise.
 
 A derangement is random, so the learner's cannot be compared number by number with the
@@ -18,12 +18,11 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
-from utils.interventions.effects import ablation_head_effects
+from utils.interventions.effects import head_effects
 from utils.interventions.ablation import ablation_values, derangement
 from utils.checks import Case, Hook, check_against_reference, run_hook
 from utils.data.ioi import ioi_dataset
-from utils.interventions.ablation import head_means, mean_ablation_hooks
-from transformer_lens.utilities import get_act_name
+from utils.interventions.hooks import replace_heads_hooks
 from utils.core.metrics import logit_diff
 from utils.core.models import CachedWeights
 
@@ -46,19 +45,18 @@ def check_mean_ablation_hook(fn: Callable[[Tensor, Sequence[int]], Hook]) -> Non
     """Check ``fn(reference_z, heads)``, a factory of ``hook_z`` hooks that replace the
     chosen heads' outputs by their per-position mean over the reference prompts.
 
-    The reference is :func:`utils.interventions.ablation.head_means` followed by
-    :func:`utils.interventions.ablation.mean_ablation_hooks`, on one layer. Each case applies both hooks
+    The reference is :func:`utils.interventions.hooks.replace_heads_hooks` with the
+    per-position mean as the value, on one layer. Each case applies both hooks
     to the same random ``hook_z`` tensor ``(batch, pos, n_heads, d_head)``.
     """
     generator = torch.Generator().manual_seed(20)
-    name = get_act_name("z", 0)
 
     def reference(reference_z: Tensor, heads: Sequence[int]) -> Hook:
         n_heads = reference_z.shape[2]
         one_layer = SimpleNamespace(cfg=SimpleNamespace(n_layers=1, n_heads=n_heads))
-        means = head_means({name: reference_z}, one_layer, per_position=True)
+        mean = reference_z.mean(dim=0, keepdim=True)
         chosen = [(0, head) for head in heads]
-        return mean_ablation_hooks(one_layer, chosen, means)[0][1]
+        return replace_heads_hooks(one_layer, chosen, [mean])[0][1]
 
     def apply(
         factory: Callable[..., Hook], z: Tensor, reference_z: Tensor, heads: list[int]
@@ -155,7 +153,7 @@ def check_direct_effect(
     """Check ``fn(model, tokens, layer, head, metric, values) -> float``, the direct
     effect of replacing one head's output by ``values`` (from
     :func:`utils.interventions.ablation.ablation_values`), against the ``direct`` field of
-    :func:`utils.interventions.effects.ablation_head_effects`.
+    :func:`utils.interventions.effects.head_effects` (final norm recomputed).
 
     Two cases on two IOI prompts: zero ablation of a head of the last layer, and mean
     ablation (over four other prompts of the same template) of a head of an earlier
@@ -183,9 +181,7 @@ def check_direct_effect(
 
     def reference(layer: int, head: int, method: str) -> float:
         replacement = values[method]
-        effects = ablation_head_effects(
-            weights, tokens, layer, head, metric, replacement
-        )
+        effects = head_effects(weights, tokens, [(layer, head)], metric, replacement)
         return effects.direct
 
     cases = [

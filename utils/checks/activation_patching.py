@@ -1,7 +1,7 @@
 """Checks for the exercises of chapter 10 (Activation patching).
 
 Each ``check_*`` function takes the learner's function (and, for the patching loops,
-the loaded model), compares it with the course's reference in :mod:`utils.patching` on
+the loaded model), compares it with the course's reference in :mod:`utils.interventions.patching` on
 random and edge-case inputs, prints one line when every case matches and raises
 :class:`utils.checks.CheckFailed` otherwise.
 
@@ -12,6 +12,8 @@ handful of forward passes on two short prompts.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from typing import Any, Callable, Sequence
 
 import torch
@@ -20,9 +22,9 @@ from torch import Tensor
 from utils.checks import Case, Hook, check_against_reference, run_hook
 from utils.data.ioi import IOIDataset, ioi_dataset
 from utils.core.metrics import logit_diff
+from utils.interventions.hooks import replace_heads_hooks
 from utils.interventions.patching import (
-    attribution_patching_effects,
-    head_patch_hook,
+    attribution_patching_sweep,
     normalise_patching,
 )
 from utils.interventions.engine import cache_run, replace_heads_sweep
@@ -119,9 +121,19 @@ def check_head_patch_hook(
         return run_hook(factory(source_z, head, positions), z)
 
     def reference(source_z: Tensor, head: int, positions: Sequence[int] | None) -> Hook:
-        return head_patch_hook(
-            source_z, head, None if positions is None else list(positions)
-        )
+        one_layer = SimpleNamespace(cfg=SimpleNamespace(n_layers=1, n_heads=source_z.shape[2]))
+
+        def hook(z: Tensor, hook: Any) -> Tensor:
+            batch, n_pos = z.shape[:2]
+            if positions is None:
+                replace = replace_heads_hooks(one_layer, [(0, head)], [source_z])
+                return replace[0][1](z, hook)
+            for position in positions:
+                at = torch.full((batch,), position % n_pos, dtype=torch.long)
+                z = replace_heads_hooks(one_layer, [(0, head)], [source_z], positions=at)[0][1](z, hook)
+            return z
+
+        return hook
 
     cases = [
         Case("head 1 at position 3 (batch 2, 6 positions)", (*pair(2, 6), 1, [3])),
@@ -148,8 +160,8 @@ def check_patch_heads(
 ) -> None:
     """Check ``fn(model, base_tokens, source_tokens, metric, layer, heads)``, the naive
     loop that patches each of ``heads`` of ``layer`` (all positions) with one forward
-    pass per head, against the fast exact patching of :mod:`utils.patching`
-    (:func:`utils.interventions.patching.head_patching_effects` without its input checks: the clean
+    pass per head, against the fast exact patching of :mod:`utils.interventions.patching`
+    (:func:`utils.interventions.patching.head_patching_sweep` without its input checks: the clean
     and corrupted runs are cached once for both cases).
 
     Two cases on two IOI prompts: denoising two heads of the last layer, and noising
@@ -197,7 +209,7 @@ def check_attribution_patching(
 ) -> None:
     """Check ``fn(model, base_tokens, source_tokens, metric) -> Tensor[n_layers,
     n_heads]``, the attribution-patching estimate of patching every head, against
-    :func:`utils.interventions.patching.attribution_patching_effects`.
+    :func:`utils.interventions.patching.attribution_patching_sweep`.
 
     The learner's function is called with gradients switched off, as in the chapter, so
     it has to switch them on itself where it needs them. One case, denoising on two IOI
@@ -213,7 +225,7 @@ def check_attribution_patching(
 
     def reference(base: Tensor, source: Tensor, metric: Metric) -> Tensor:
         with torch.no_grad():
-            return attribution_patching_effects(model, source, base, metric)
+            return attribution_patching_sweep(model, source, base, metric)
 
     cases = [
         Case(

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from utils.checks import Case, Hook, check_against_reference, run_hook
-from utils.interventions.ablation import zero_ablation_hooks
+from utils.interventions.hooks import replace_heads_hooks
 from utils.attribution.dla import head_direct_logit_attribution
 from utils.scores.patterns import induction_score, previous_token_score
 from utils.core.models import CachedWeights
@@ -139,7 +139,7 @@ def check_induction_score(fn: Callable[[Tensor, int], Tensor]) -> None:
 
 def check_zero_head_hook(fn: Callable[[int], Hook], model: Any, tokens: Tensor) -> None:
     """Check ``fn(head)``, a factory of ``hook_z`` hooks that zero one head, against
-    :func:`utils.interventions.ablation.zero_ablation_hooks`.
+    :func:`utils.interventions.hooks.replace_heads_hooks` with zeros.
 
     The hook is tried on random ``hook_z`` tensors ``(batch, pos, n_heads, d_head)`` and
     then inside the model: one forward pass on ``tokens`` with the learner's hook at a
@@ -159,7 +159,11 @@ def check_zero_head_hook(fn: Callable[[int], Hook], model: Any, tokens: Tensor) 
             return model.run_with_hooks(tokens, fwd_hooks=hooks)[:, -1]
 
     def reference_factory(head: int) -> Hook:
-        return zero_ablation_hooks(model, [(layer, head)])[0][1]
+        def hook(z: Tensor, hook_point: Any) -> Tensor:
+            zeros = [torch.zeros_like(z[:1, :1])] * model.cfg.n_layers
+            return replace_heads_hooks(model, [(layer, head)], zeros)[0][1](z, hook_point)
+
+        return hook
 
     def z(batch: int, n_pos: int) -> Tensor:
         return torch.randn(batch, n_pos, n_heads, 8, generator=generator)

@@ -1,10 +1,10 @@
 """Checks for the exercises of chapter 12 (Directional addition and subtraction).
 
 Each ``check_*`` function takes the learner's function, compares it with the course's
-reference in :mod:`utils.steering` on random and edge-case inputs, prints one line when
+reference in :mod:`utils.interventions.steering` on random and edge-case inputs, prints one line when
 every case matches and raises :class:`utils.checks.CheckFailed` otherwise. No check
 needs the model: the hooks are tried on random activations, and the hook factories of
-:mod:`utils.steering` get a stand-in that carries only the sizes they read.
+:mod:`utils.interventions.steering` get a stand-in that carries only the sizes they read.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from utils.checks import Case, Hook, check_against_reference, run_hook
-from utils.interventions.steering import add_direction_hooks, project_out_of_heads_hooks
+from utils.interventions.hooks import add_to_residual_hooks, project_out_of_heads_hooks
 from utils.analysis.directions import mean_difference, projection_accuracy
 
 __all__ = [
@@ -155,14 +155,14 @@ def check_projection_accuracy(
 def check_add_direction_hook(fn: Callable[..., Hook]) -> None:
     """Check ``fn(direction, alpha, start_pos)``, a factory of residual-stream hooks
     that add ``alpha * direction`` at every position from ``start_pos`` on, against
-    :func:`utils.interventions.steering.add_direction_hooks`. Each case applies both hooks to the same
+    :func:`utils.interventions.hooks.add_to_residual_hooks`. Each case applies both hooks to the same
     random residual stream ``(batch, pos, d_model)``."""
     generator = torch.Generator().manual_seed(32)
     d_model = 16
 
     def reference(direction: Tensor, alpha: float, start_pos: int) -> Hook:
         model = _stand_in(d_model=d_model)
-        hooks = add_direction_hooks(model, 0, direction, alpha, start_pos=start_pos)
+        hooks = add_to_residual_hooks(model, 0, direction, alpha, start_pos=start_pos)
         return hooks[0][1]
 
     def apply(

@@ -10,22 +10,26 @@ about the prompt at hand:
 * **resample**: the head's output on *another* prompt of the same task, so every
   ablated value is one the head really produces (Chan et al., 2022, "causal
   scrubbing"; Heimersheim and Nanda, 2024).
+
+:func:`ablation_values` builds the replacement for every layer. The hooks that apply it
+are :func:`utils.interventions.hooks.replace_heads_hooks` (any set of heads, together);
+:func:`head_ablation_sweep` ablates each head on its own, on the fast engine;
+:func:`compare_ablation` compares chosen heads with random sets of as many.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Literal, Sequence
+from typing import Any, Literal, Sequence
 
 import torch
 from torch import Tensor
 from transformer_lens.utilities import get_act_name
 
-from utils.core.heads import Head, by_layer, check_heads, random_heads
-from utils.core.hooks import HookList
+from utils.core.heads import Head, check_heads, random_heads
 from utils.core.metrics import Metric, metric_value
 from utils.interventions.engine import cache_run, replace_heads_sweep
+from utils.interventions.hooks import replace_heads_hooks
 
 AblationMethod = Literal["zero", "mean", "resample"]
 
@@ -100,7 +104,7 @@ def ablation_values(
     return [cache[name][order.to(cache[name].device)] for name in names]
 
 
-def head_ablation_effects(
+def head_ablation_sweep(
     model: Any,
     tokens: Tensor,
     metric: Metric,
@@ -114,7 +118,7 @@ def head_ablation_effects(
 ) -> Tensor:
     """``metric`` after ablating each head on its own (at every position).
 
-    Uses the fast engine of :mod:`utils.patching`: the unablated run is cached once and
+    Uses the fast engine of :mod:`utils.interventions.patching`: the unablated run is cached once and
     each layer's heads share one batched run of the remaining blocks.
 
     Args:
@@ -133,126 +137,6 @@ def head_ablation_effects(
     return replace_heads_sweep(
         model, run, values, metric, layers=layers, last_position_only=last_position_only
     )
-
-
-def ablation_hooks(
-    model: Any, heads: Iterable[Head], values: Sequence[Tensor]
-) -> list[tuple[str, Callable[..., Tensor]]]:
-    """Hooks that replace the chosen heads' outputs by ``values`` (from
-    :func:`ablation_values`) together, at every position."""
-    grouped: dict[int, list[int]] = defaultdict(list)
-    for layer, head in check_heads(model, heads):
-        grouped[layer].append(head)
-    if len(values) != model.cfg.n_layers:
-        raise ValueError(
-            f"values needs one entry per layer ({model.cfg.n_layers}), got {len(values)}"
-        )
-
-    def make(layer: int, head_indices: list[int]) -> Callable[..., Tensor]:
-        def hook(z: Tensor, hook: Any) -> Tensor:
-            replacement = values[layer].to(z.device, z.dtype).expand_as(z)
-            z[:, :, head_indices] = replacement[:, :, head_indices]
-            return z
-
-        return hook
-
-    return [(get_act_name("z", layer), make(layer, indices)) for layer, indices in grouped.items()]
-
-
-def zero_ablation_hooks(model: Any, heads: Iterable[Head]) -> HookList:
-    """Set the chosen heads' outputs (``hook_z``) to zero at every position."""
-    grouped = by_layer(model, heads)
-
-    def make(head_indices: list[int]) -> Callable[..., Tensor]:
-        def hook(z: Tensor, hook: Any) -> Tensor:
-            z[:, :, head_indices, :] = 0.0
-            return z
-
-        return hook
-
-    return [(get_act_name("z", layer), make(indices)) for layer, indices in grouped.items()]
-
-
-def head_means(cache: Any, model: Any, *, per_position: bool = True) -> dict[int, Tensor]:
-    """Mean ``hook_z`` of every layer over a reference batch.
-
-    Returns ``{layer: Tensor}`` with shape ``(pos, n_heads, d_head)`` when
-    ``per_position`` (the reference prompts must then share one template), else
-    ``(n_heads, d_head)``, averaged over positions as well.
-    """
-    means = {}
-    for layer in range(model.cfg.n_layers):
-        z = cache[get_act_name("z", layer)]
-        means[layer] = z.mean(dim=0) if per_position else z.mean(dim=(0, 1))
-    return means
-
-
-def mean_ablation_hooks(model: Any, heads: Iterable[Head], means: dict[int, Tensor]) -> HookList:
-    """Replace the chosen heads' outputs by their mean over a reference batch.
-
-    Args:
-        means: from :func:`head_means`. Per-position means need prompts of the same
-            length as the reference prompts.
-    """
-    grouped = by_layer(model, heads)
-
-    def make(layer: int, head_indices: list[int]) -> Callable[..., Tensor]:
-        mean = means[layer]
-
-        def hook(z: Tensor, hook: Any) -> Tensor:
-            if mean.ndim == 3 and mean.shape[0] != z.shape[1]:
-                raise ValueError(
-                    f"per-position means cover {mean.shape[0]} positions but the prompt has "
-                    f"{z.shape[1]}; use head_means(..., per_position=False)"
-                )
-            replacement = mean.to(z.device, z.dtype)
-            if replacement.ndim == 2:
-                z[:, :, head_indices, :] = replacement[head_indices]
-            else:
-                z[:, :, head_indices, :] = replacement[:, head_indices]
-            return z
-
-        return hook
-
-    missing = [layer for layer in grouped if layer not in means]
-    if missing:
-        raise ValueError(f"means lack layers {missing}")
-    return [(get_act_name("z", layer), make(layer, indices)) for layer, indices in grouped.items()]
-
-
-def patch_head_hooks(
-    model: Any,
-    heads: Iterable[Head],
-    source_cache: Any,
-    *,
-    positions: Sequence[int] | None = None,
-) -> HookList:
-    """Copy the chosen heads' outputs from another run (``source_cache``).
-
-    Args:
-        source_cache: a cache of the run to copy from; its prompts must have the
-            same batch size and length as the run being patched.
-        positions: patch only these positions; ``None`` patches every position.
-    """
-    grouped = by_layer(model, heads)
-
-    def make(layer: int, head_indices: list[int]) -> Callable[..., Tensor]:
-        source = source_cache[get_act_name("z", layer)]
-
-        def hook(z: Tensor, hook: Any) -> Tensor:
-            if source.shape != z.shape:
-                raise ValueError(
-                    f"cannot patch layer {layer}: the source run has hook_z of shape "
-                    f"{tuple(source.shape)} but this run has {tuple(z.shape)}; clean and "
-                    "corrupted prompts must have the same batch size and token length"
-                )
-            where = slice(None) if positions is None else list(positions)
-            z[:, where, head_indices, :] = source[:, where][:, :, head_indices].to(z.device)
-            return z
-
-        return hook
-
-    return [(get_act_name("z", layer), make(layer, indices)) for layer, indices in grouped.items()]
 
 
 # ---------------------------------------------------------------------------
@@ -286,44 +170,43 @@ def compare_ablation(
     model: Any,
     tokens: Tensor,
     chosen: Sequence[Head],
-    metric: Callable[[Tensor], float],
+    metric: Metric,
+    values: Sequence[Tensor],
     *,
-    means: dict[int, Tensor] | None = None,
     n_random: int = 3,
     seed: int = 0,
     clean_logits: Tensor | None = None,
 ) -> AblationComparison:
-    """Ablate ``chosen`` heads, then ``n_random`` seeded random sets of as many heads.
+    """Ablate ``chosen`` heads together, then ``n_random`` seeded random sets of as many
+    heads, each replaced by ``values`` (from :func:`ablation_values`).
 
-    Random sets never contain a chosen head. Heads are zero-ablated, or mean-ablated
-    when ``means`` (from :func:`utils.interventions.ablation.head_means`) is given.
+    Random sets never contain a chosen head.
 
     Args:
-        metric: maps logits ``(batch, pos, d_vocab)`` to a number, higher = better.
+        metric: logits ``(batch, pos, d_vocab)`` -> scalar, higher = better.
         clean_logits: logits of the run without ablation, if already computed.
     """
     chosen = check_heads(model, chosen)
     if isinstance(n_random, bool) or not isinstance(n_random, int) or n_random < 1:
         raise ValueError(f"n_random must be a positive int, got {n_random!r}")
 
-    def hooks(heads: Sequence[Head]) -> list:
-        return (
-            zero_ablation_hooks(model, heads) if means is None else mean_ablation_hooks(model, heads, means)
-        )
+    def ablated(heads: Sequence[Head]) -> float:
+        hooks = replace_heads_hooks(model, heads, values)
+        return float(metric_value(metric, model.run_with_hooks(tokens, fwd_hooks=hooks)))
 
     with torch.no_grad():
         if clean_logits is None:
             clean_logits = model(tokens)
-        clean = float(metric(clean_logits))
-        ablated = float(metric(model.run_with_hooks(tokens, fwd_hooks=hooks(chosen))))
+        clean = float(metric_value(metric, clean_logits))
+        chosen_value = ablated(chosen)
         random_sets, random_values = [], []
         for draw in range(n_random):
             heads = random_heads(model, len(chosen), seed=seed + draw, exclude=chosen)
             random_sets.append(tuple(heads))
-            random_values.append(float(metric(model.run_with_hooks(tokens, fwd_hooks=hooks(heads)))))
+            random_values.append(ablated(heads))
     return AblationComparison(
         clean=clean,
-        chosen=ablated,
+        chosen=chosen_value,
         random=tuple(random_values),
         chosen_heads=tuple(chosen),
         random_sets=tuple(random_sets),

@@ -1,61 +1,121 @@
 """Direct, indirect and total effect of replacing heads (the survey's Figure 5), and
 what the other heads do when some are ablated (backup heads).
 
-The head's output is changed from its value on the clean run to a replacement. The
-*total* effect lets every later layer react to the change. The *direct* effect adds the
-change only to the final residual stream, so it reaches the logits through no other
-component. The *indirect* effect is what the later components add on top: total minus
-direct.
+The chosen heads' outputs are changed from their values on the clean run to a
+replacement: zeros, a mean or a resample (:func:`utils.interventions.ablation.ablation_values`),
+or a source run's activations (:func:`utils.interventions.hooks.source_values`). The
+*total* effect lets every later layer react to the change. The *direct* effect adds
+the change of the heads' writes only to the final residual stream, so it reaches the
+logits through no other component. The *indirect* effect is what the later components
+add on top: total minus direct.
+
+**The final norm.** Adding the change to the final residual stream also changes the
+final norm's scale. ``final_norm="recomputed"`` lets the model recompute it (the
+direct effect is then a real forward pass of the edited residual stream);
+``final_norm="frozen"`` keeps the clean run's scale, as direct logit attribution
+(:mod:`utils.attribution.dla`) does, so that direct effects of different heads add up.
+The two differ when a head's write is large compared with the residual stream.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Literal, Sequence
 
 import torch
 from torch import Tensor
 from transformer_lens.utilities import get_act_name
 
 from utils.attribution.dla import head_direct_logit_attribution
-from utils.core.heads import Head, check_heads
+from utils.core.heads import Head, by_layer, check_heads
+from utils.core.hooks import final_resid_name
 from utils.core.metrics import Metric, metric_value
-from utils.interventions.ablation import ablation_hooks
+from utils.interventions.hooks import replace_heads_hooks
+
+__all__ = ["FINAL_NORMS", "BackupAnalysis", "FinalNorm", "HeadEffects", "backup_analysis", "head_effects"]
+
+FinalNorm = Literal["recomputed", "frozen"]
+FINAL_NORMS = ("recomputed", "frozen")
 
 
-def ablation_head_effects(
+@dataclass(frozen=True)
+class HeadEffects:
+    """Changes of a metric caused by replacing heads' outputs (replacement - clean)."""
+
+    clean: float
+    total: float
+    direct: float
+    indirect: float
+    final_norm: str = "recomputed"
+
+
+@dataclass(frozen=True)
+class _Runs:
+    clean_logits: Tensor
+    clean_cache: Any
+    total_logits: Tensor
+    total_cache: Any
+    direct_logits: Tensor
+
+
+def _replacement_runs(
     model: Any,
     tokens: Tensor,
-    layer: int,
-    head: int,
+    heads: Sequence[Head],
+    values: Sequence[Tensor],
+    final_norm: str,
+    extra_names: Sequence[str] = (),
+) -> _Runs:
+    """The clean run, the run with ``heads`` replaced, and the clean run with only the
+    change of the heads' writes added to the final residual stream."""
+    if final_norm not in FINAL_NORMS:
+        raise ValueError(f"final_norm must be one of {FINAL_NORMS}, got {final_norm!r}")
+    if not isinstance(tokens, Tensor) or tokens.ndim != 2:
+        raise ValueError("tokens must be a (batch, pos) tensor of token ids")
+    grouped = by_layer(model, heads)
+    names = sorted({get_act_name("z", layer) for layer in grouped} | set(extra_names) | {get_act_name("scale")})
+    W_O = model.W_O  # read once: the bridge rebuilds it on every access
+    with torch.no_grad():
+        clean_logits, clean_cache = model.run_with_cache(tokens, names_filter=names)
+        with model.hooks(fwd_hooks=replace_heads_hooks(model, heads, values)):
+            total_logits, total_cache = model.run_with_cache(tokens, names_filter=names)
+        delta = 0.0
+        for layer, indices in grouped.items():
+            name = get_act_name("z", layer)
+            change = total_cache[name][:, :, indices] - clean_cache[name][:, :, indices]
+            delta = delta + torch.einsum("bpkd,kdm->bpm", change, W_O[layer, indices].to(change.device))
+        hooks = [(final_resid_name(model), lambda resid, hook: resid + delta)]
+        if final_norm == "frozen":
+            clean_scale = clean_cache[get_act_name("scale")]
+            hooks.append((get_act_name("scale"), lambda scale, hook: clean_scale))
+        direct_logits = model.run_with_hooks(tokens, fwd_hooks=hooks)
+    return _Runs(clean_logits, clean_cache, total_logits, total_cache, direct_logits)
+
+
+def head_effects(
+    model: Any,
+    tokens: Tensor,
+    heads: Iterable[Head],
     metric: Metric,
     values: Sequence[Tensor],
+    *,
+    final_norm: FinalNorm = "recomputed",
 ) -> HeadEffects:
-    """Total, direct and indirect effect (the survey's Figure 5) of ablating one head
-    with ``values`` from :func:`ablation_values`.
+    """Total, direct and indirect effect on ``metric`` of replacing ``heads`` (together)
+    by ``values``.
 
-    Like :func:`utils.interventions.effects.head_effects`, which covers zero ablation and patching
-    from corrupted prompts, but for any replacement: the direct effect adds the change
-    of the head's output to the final residual stream only; indirect = total - direct.
+    Args:
+        tokens: ``(batch, pos)``.
+        heads: one head or several, replaced together.
+        metric: logits -> scalar tensor.
+        values: one replacement per layer (see the module docstring).
+        final_norm: ``"recomputed"`` or ``"frozen"`` (see the module docstring).
     """
-    check_heads(model, [(layer, head)])
-    name = get_act_name("z", layer)
-    last = get_act_name("resid_post", model.cfg.n_layers - 1)
-    with torch.no_grad():
-        clean_logits, cache = model.run_with_cache(tokens, names_filter=[name])
-        clean_z = cache[name][:, :, head]
-        new_z = values[layer].to(clean_z.device, clean_z.dtype).expand_as(cache[name])[:, :, head]
-        total_logits = model.run_with_hooks(
-            tokens, fwd_hooks=ablation_hooks(model, [(layer, head)], values)
-        )
-        delta = (new_z - clean_z) @ model.W_O[layer, head]
-        direct_logits = model.run_with_hooks(
-            tokens, fwd_hooks=[(last, lambda resid, hook: resid + delta)]
-        )
-    clean = float(metric_value(metric, clean_logits))
-    total = float(metric_value(metric, total_logits)) - clean
-    direct = float(metric_value(metric, direct_logits)) - clean
-    return HeadEffects(clean=clean, total=total, direct=direct, indirect=total - direct)
+    runs = _replacement_runs(model, tokens, check_heads(model, heads), values, final_norm)
+    clean = float(metric_value(metric, runs.clean_logits))
+    total = float(metric_value(metric, runs.total_logits)) - clean
+    direct = float(metric_value(metric, runs.direct_logits)) - clean
+    return HeadEffects(clean=clean, total=total, direct=direct, indirect=total - direct, final_norm=final_norm)
 
 
 @dataclass(frozen=True)
@@ -64,8 +124,7 @@ class BackupAnalysis:
     of heads is ablated together.
 
     ``predicted`` is the naive additive prediction: the clean metric plus the *direct*
-    effect of the ablation (the ablated heads' change of output added to the final
-    residual stream only), as if no other component reacted. ``compensation = ablated -
+    effect of the ablation, as if no other component reacted. ``compensation = ablated -
     predicted`` is then the indirect effect of the ablation: what the rest of the model
     made up for (or made worse); ``dla_change = dla_ablated - dla_clean`` shows which
     of the remaining heads did it.
@@ -97,95 +156,27 @@ def backup_analysis(
     directions: Tensor,
     heads: Iterable[Head],
     values: Sequence[Tensor],
+    *,
+    final_norm: FinalNorm = "recomputed",
 ) -> BackupAnalysis:
     """Ablate ``heads`` together and compare every head's direct logit attribution
     (along ``directions``, ``(batch, d_model)``) before and after.
 
     Args:
-        values: replacements from :func:`ablation_values`.
+        values: replacements from :func:`utils.interventions.ablation.ablation_values`.
+        final_norm: how ``predicted`` treats the final norm (see the module docstring).
     """
     heads = tuple(check_heads(model, heads))
-    n_layers = model.cfg.n_layers
-    names = [get_act_name("z", layer) for layer in range(n_layers)] + [get_act_name("scale")]
-    last = get_act_name("resid_post", n_layers - 1)
+    every_z = [get_act_name("z", layer) for layer in range(model.cfg.n_layers)]
+    runs = _replacement_runs(model, tokens, heads, values, final_norm, extra_names=every_z)
     with torch.no_grad():
-        clean_logits, clean_cache = model.run_with_cache(tokens, names_filter=names)
-        with model.hooks(fwd_hooks=ablation_hooks(model, heads, values)):
-            ablated_logits, ablated_cache = model.run_with_cache(tokens, names_filter=names)
-        delta = 0.0
-        for layer, head in heads:
-            name = get_act_name("z", layer)
-            change = ablated_cache[name][:, :, head] - clean_cache[name][:, :, head]
-            delta = delta + change @ model.W_O[layer, head]
-        direct_logits = model.run_with_hooks(
-            tokens, fwd_hooks=[(last, lambda resid, hook: resid + delta)]
-        )
-        dla_clean = head_direct_logit_attribution(model, clean_cache, directions).cpu()
-        dla_ablated = head_direct_logit_attribution(model, ablated_cache, directions).cpu()
+        dla_clean = head_direct_logit_attribution(model, runs.clean_cache, directions).cpu()
+        dla_ablated = head_direct_logit_attribution(model, runs.total_cache, directions).cpu()
     return BackupAnalysis(
         heads=heads,
-        clean=float(metric_value(metric, clean_logits)),
-        ablated=float(metric_value(metric, ablated_logits)),
-        predicted=float(metric_value(metric, direct_logits)),
+        clean=float(metric_value(metric, runs.clean_logits)),
+        ablated=float(metric_value(metric, runs.total_logits)),
+        predicted=float(metric_value(metric, runs.direct_logits)),
         dla_clean=dla_clean,
         dla_ablated=dla_ablated,
     )
-
-
-@dataclass(frozen=True)
-class HeadEffects:
-    """Changes of a metric caused by replacing one head's output (replacement - clean)."""
-
-    clean: float
-    total: float
-    direct: float
-    indirect: float
-
-
-def head_effects(
-    model: Any,
-    clean_tokens: Tensor,
-    layer: int,
-    head: int,
-    metric: Callable[[Tensor], Tensor],
-    *,
-    corrupted_tokens: Tensor | None = None,
-) -> HeadEffects:
-    """Direct, indirect and total effect of ``(layer, head)`` on ``metric(logits)``.
-
-    Args:
-        clean_tokens: ``(batch, pos)``.
-        metric: maps logits to a scalar tensor, e.g. a ``logit_diff`` closure.
-        corrupted_tokens: the replacement is the head's output on these tokens (same
-            shape as ``clean_tokens``); ``None`` zero-ablates the head instead.
-    """
-    check_heads(model, [(layer, head)])
-    name = get_act_name("z", layer)
-    with torch.no_grad():
-        clean_logits, clean_cache = model.run_with_cache(clean_tokens, names_filter=[name])
-        clean_z = clean_cache[name][:, :, head]
-        if corrupted_tokens is None:
-            new_z = torch.zeros_like(clean_z)
-        else:
-            if corrupted_tokens.shape != clean_tokens.shape:
-                raise ValueError(
-                    f"clean tokens {tuple(clean_tokens.shape)} and corrupted tokens "
-                    f"{tuple(corrupted_tokens.shape)} must have the same shape"
-                )
-            _, corrupted_cache = model.run_with_cache(corrupted_tokens, names_filter=[name])
-            new_z = corrupted_cache[name][:, :, head]
-
-        def replace(z: Tensor, hook: Any) -> Tensor:
-            z[:, :, head] = new_z
-            return z
-
-        total_logits = model.run_with_hooks(clean_tokens, fwd_hooks=[(name, replace)])
-        delta = (new_z - clean_z) @ model.W_O[layer, head]
-        last = get_act_name("resid_post", model.cfg.n_layers - 1)
-        direct_logits = model.run_with_hooks(
-            clean_tokens, fwd_hooks=[(last, lambda resid, hook: resid + delta)]
-        )
-    clean = float(metric(clean_logits))
-    total = float(metric(total_logits)) - clean
-    direct = float(metric(direct_logits)) - clean
-    return HeadEffects(clean=clean, total=total, direct=direct, indirect=total - direct)

@@ -161,7 +161,7 @@ def replace_heads_sweep(
             ``(batch, pos, n_heads, d_head)`` (a source run's ``z``, zeros, a mean, ...).
         layers: the layers to sweep; all by default.
         positions: replace only at these positions; all by default.
-        last_position_only: see :func:`head_patching_effects`.
+        last_position_only: see :func:`head_patching_sweep`.
 
     Returns:
         ``Tensor[len(layers), n_heads]``.

@@ -66,7 +66,7 @@ def _base_and_source(clean: Tensor, corrupted: Tensor, direction: str) -> tuple[
 # ---------------------------------------------------------------------------
 
 
-def head_patching_effects(
+def head_patching_sweep(
     model: Any,
     clean_tokens: Tensor,
     corrupted_tokens: Tensor,
@@ -112,7 +112,7 @@ def head_patching_effects(
     )
 
 
-def head_position_patching_effects(
+def head_position_patching_sweep(
     model: Any,
     clean_tokens: Tensor,
     corrupted_tokens: Tensor,
@@ -164,7 +164,7 @@ def head_position_patching_effects(
     return results
 
 
-def naive_head_patching_effects(
+def attribution_patching_sweep(
     model: Any,
     clean_tokens: Tensor,
     corrupted_tokens: Tensor,
@@ -174,59 +174,14 @@ def naive_head_patching_effects(
     layers: Sequence[int] | None = None,
     positions: Sequence[int] | None = None,
 ) -> Tensor:
-    """Reference implementation of :func:`head_patching_effects`: one full forward pass
-    per head with a hook replacing that head's ``hook_z`` (as
-    ``transformer_lens.patching.get_act_patch_attn_head_out_all_pos`` does). Slow; for
-    checks and benchmarks."""
-    base_tokens, source_tokens = _base_and_source(clean_tokens, corrupted_tokens, direction)
-    layers = _check_layers(model, layers)
-    where = _check_positions(positions, base_tokens.shape[1])
-    results = torch.zeros(len(layers), model.cfg.n_heads)
-    with torch.no_grad():
-        metric_value(metric, model(base_tokens))
-        _, source_cache = model.run_with_cache(
-            source_tokens, names_filter=[get_act_name("z", layer) for layer in layers]
-        )
-        for row, layer in enumerate(layers):
-            for head in range(model.cfg.n_heads):
-                hook = head_patch_hook(source_cache[get_act_name("z", layer)], head, where)
-                logits = model.run_with_hooks(base_tokens, fwd_hooks=[(get_act_name("z", layer), hook)])
-                results[row, head] = float(metric_value(metric, logits))
-    return results
-
-
-def head_patch_hook(
-    source_z: Tensor, head: int, positions: Sequence[int] | None = None
-) -> Callable[..., Tensor]:
-    """A ``hook_z`` hook that copies one head's output from ``source_z`` (the same
-    layer's ``hook_z`` on the source run) at ``positions`` (all positions for ``None``)."""
-    where = slice(None) if positions is None else list(positions)
-
-    def hook(z: Tensor, hook: Any) -> Tensor:
-        z[:, where, head] = source_z[:, where, head].to(z.device)
-        return z
-
-    return hook
-
-
-def attribution_patching_effects(
-    model: Any,
-    clean_tokens: Tensor,
-    corrupted_tokens: Tensor,
-    metric: Metric,
-    *,
-    direction: Direction = "denoise",
-    layers: Sequence[int] | None = None,
-    positions: Sequence[int] | None = None,
-) -> Tensor:
-    """Attribution patching: the linear approximation of :func:`head_patching_effects`.
+    """Attribution patching: the linear approximation of :func:`head_patching_sweep`.
 
     With ``g`` the gradient of the metric with respect to ``hook_z`` on the base run,
     patching head ``h`` is estimated as
     ``metric(base) + sum over batch, positions and d_head of (z_source - z_base) * g``.
     One forward and backward pass on the base run and one forward pass on the source
     run serve every head (Nanda, 2023; Syed et al., 2023). Same arguments, same
-    units and same errors as :func:`head_patching_effects`.
+    units and same errors as :func:`head_patching_sweep`.
     """
     base_tokens, source_tokens = _base_and_source(clean_tokens, corrupted_tokens, direction)
     layers = _check_layers(model, layers)
@@ -271,7 +226,7 @@ def attribution_patching_effects(
     return results + float(value.detach())
 
 
-def residual_patching_effects(
+def residual_patching_sweep(
     model: Any,
     clean_tokens: Tensor,
     corrupted_tokens: Tensor,
@@ -285,10 +240,10 @@ def residual_patching_effects(
     """Patch the residual stream entering block ``l`` at position ``p``, for every
     ``(l, p)``, and record ``metric(logits)``.
 
-    Fast like :func:`head_patching_effects`: for each layer, all positions share one
+    Fast like :func:`head_patching_sweep`: for each layer, all positions share one
     batched run of the remaining blocks; positions where the two runs' residual streams
     are identical are not run at all. ``last_position_only`` as in
-    :func:`head_patching_effects`.
+    :func:`head_patching_sweep`.
 
     Returns:
         ``Tensor[len(layers), len(positions)]`` (all layers and positions by default).

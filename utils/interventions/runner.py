@@ -1,0 +1,179 @@
+"""Running batched variants of one batch of prompts: one row order for the whole library.
+
+Several interventions on the same prompts run fastest as one large batch (on a CPU,
+few big forward passes beat many small ones). The prompts are stacked once per variant,
+**variant-major**: variant ``v`` holds rows ``v * batch`` to ``(v + 1) * batch - 1``.
+:class:`Variants` hands each variant its rows (for the ``rows=`` argument of every hook
+builder in :mod:`utils.interventions.hooks`) and splits results back;
+:func:`run_variants` runs them, sharing a prefix when the interventions leave it alone
+(:class:`PrefixRun`). The fast patching engine (:mod:`utils.interventions.engine`)
+stacks its copies in the same order.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+from utils.core.hooks import HookList
+
+__all__ = ["PrefixRun", "Variants", "run_variants"]
+
+
+@dataclass(frozen=True)
+class Variants:
+    """``n`` variants of a batch of ``batch`` prompts, stacked variant-major."""
+
+    batch: int
+    n: int
+
+    def __post_init__(self) -> None:
+        for name in ("batch", "n"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+    def rows(self, variant: int) -> Tensor:
+        """The batch rows of ``variant``: ``LongTensor[batch]``."""
+        if not 0 <= variant < self.n:
+            raise ValueError(f"variant {variant} out of range 0..{self.n - 1}")
+        return torch.arange(variant * self.batch, (variant + 1) * self.batch)
+
+    def stack(self, tokens: Tensor) -> Tensor:
+        """``tokens`` repeated once per variant, variant-major: ``(n * batch, ...)``."""
+        if tokens.shape[0] != self.batch:
+            raise ValueError(f"tokens hold {tokens.shape[0]} prompts, expected {self.batch}")
+        return tokens.repeat(self.n, *([1] * (tokens.ndim - 1)))
+
+    def split(self, values: Tensor) -> Tensor:
+        """``(n * batch, ...)`` results -> ``(n, batch, ...)``."""
+        if values.ndim == 0 or values.shape[0] != self.n * self.batch:
+            raise ValueError(
+                f"expected one value (or row) per stacked prompt, a leading dimension of "
+                f"{self.n * self.batch}, got shape {tuple(values.shape)}"
+            )
+        return values.reshape(self.n, self.batch, *values.shape[1:])
+
+
+class PrefixRun:
+    """Run hooked variants of one batch while computing a shared prefix only once.
+
+    Attention is causal, so an intervention that only touches queries at positions
+    ``>= prefix_len`` (blocking edges from the last position, changing what late queries
+    attend to) leaves every earlier position exactly as in the clean run. The keys and
+    values of the prefix are computed once; each call runs only the remaining positions.
+    Hooks must therefore not change positions ``< prefix_len``; the hooks of
+    :mod:`utils.interventions.hooks` handle runs whose queries start after position 0.
+
+    If the loaded model cannot run from cached keys and values, every call runs the whole
+    prompt instead (same result, slower).
+
+    Args:
+        tokens: ``(batch, pos)``.
+        prefix_len: number of leading positions to compute once, ``1 <= prefix_len < pos``.
+        copies: run the batch this many times per call, variant-major (:class:`Variants`).
+    """
+
+    def __init__(self, model: Any, tokens: Tensor, prefix_len: int, *, copies: int = 1) -> None:
+        if not isinstance(tokens, Tensor) or tokens.ndim != 2:
+            raise ValueError(f"tokens must be (batch, pos), got {getattr(tokens, 'shape', tokens)}")
+        if isinstance(prefix_len, bool) or not isinstance(prefix_len, int) or not 1 <= prefix_len < tokens.shape[1]:
+            raise ValueError(f"prefix_len must be an int in [1, {tokens.shape[1] - 1}], got {prefix_len!r}")
+        self.variants = Variants(int(tokens.shape[0]), copies)
+        self.model, self.prefix_len = model, prefix_len
+        self.tokens = self.variants.stack(tokens)
+        self._prefix_cache = None
+        try:
+            from transformers.cache_utils import DynamicCache
+
+            cache = DynamicCache()
+            with torch.no_grad():
+                model(tokens[:, :prefix_len], past_key_values=cache)
+            if cache.get_seq_length() == prefix_len:
+                if copies > 1:
+                    # The cache repeats prompt by prompt; reorder it variant-major.
+                    batch = self.variants.batch
+                    cache.batch_repeat_interleave(copies)
+                    order = torch.arange(batch * copies).reshape(batch, copies).T.flatten()
+                    cache.batch_select_indices(order)
+                self._prefix_cache = cache
+        except (TypeError, ValueError, AttributeError, NotImplementedError, RuntimeError):
+            self._prefix_cache = None
+
+    @property
+    def uses_cache(self) -> bool:
+        """Whether calls reuse the prefix's keys and values."""
+        return self._prefix_cache is not None
+
+    def __call__(self, fwd_hooks: HookList = ()) -> Tensor:
+        """Logits of the positions from ``prefix_len`` on: ``(copies * batch, pos - prefix_len, d_vocab)``."""
+        with torch.no_grad():
+            if self._prefix_cache is None:
+                logits = self.model.run_with_hooks(self.tokens, fwd_hooks=list(fwd_hooks))
+                return logits[:, self.prefix_len :]
+            cache = copy.deepcopy(self._prefix_cache)  # a forward pass appends to the cache
+            return self.model.run_with_hooks(
+                self.tokens[:, self.prefix_len :], past_key_values=cache, fwd_hooks=list(fwd_hooks)
+            )
+
+
+def run_variants(
+    model: Any,
+    tokens: Tensor,
+    variants: Mapping[str, Callable[[Tensor], HookList]],
+    *,
+    prefix_len: int | None = None,
+    readout: Callable[[Tensor], Tensor] | None = None,
+    variants_per_run: int | None = None,
+) -> dict[str, Tensor]:
+    """Run several interventions on the same prompts, batched.
+
+    Each variant is a function that receives the batch rows assigned to it
+    (``LongTensor[batch]``, from :class:`Variants`) and returns hooks acting on those
+    rows only, e.g. ``lambda rows: equalize_attention_hooks(..., rows=rows)``.
+
+    Args:
+        tokens: ``(batch, pos)``.
+        variants: name -> hook builder.
+        prefix_len: compute the first ``prefix_len`` positions once (:class:`PrefixRun`);
+            the hooks must then not change those positions. ``None`` runs every
+            position in every variant.
+        readout: maps the logits of one variant, ``(batch, pos', d_vocab)``, to what is
+            kept; by default the logits at the last position, ``(batch, d_vocab)``.
+        variants_per_run: at most this many variants per forward pass (bounds memory:
+            each pass holds ``batch * variants * pos'`` rows of logits); ``None`` runs
+            them all at once.
+
+    Returns:
+        ``{name: readout(logits of that variant)}``.
+    """
+    if not variants:
+        raise ValueError("no variants given")
+    if not isinstance(tokens, Tensor) or tokens.ndim != 2:
+        raise ValueError("tokens must be a (batch, pos) tensor of token ids")
+    names = list(variants)
+    size = len(names) if variants_per_run is None else variants_per_run
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"variants_per_run must be a positive int, got {variants_per_run!r}")
+    read = readout if readout is not None else (lambda logits: logits[:, -1])
+    batch = int(tokens.shape[0])
+    result: dict[str, Tensor] = {}
+    for start in range(0, len(names), size):
+        chunk: Sequence[str] = names[start : start + size]
+        stacked = Variants(batch, len(chunk))
+        hooks: HookList = []
+        for v, name in enumerate(chunk):
+            hooks += list(variants[name](stacked.rows(v)))
+        if prefix_len is None:
+            with torch.no_grad():
+                logits = model.run_with_hooks(stacked.stack(tokens), fwd_hooks=hooks)
+        else:
+            logits = PrefixRun(model, tokens, prefix_len, copies=len(chunk))(hooks)
+        per_variant = stacked.split(logits)
+        for v, name in enumerate(chunk):
+            result[name] = read(per_variant[v])
+    return result
