@@ -6,9 +6,9 @@ import nbformat
 import pytest
 import torch
 
-from utils import environment
-from utils.environment import SETUP_CELL, prepare_environment
-from utils.exercises import CHAPTER_DIR
+from utils.course import environment
+from utils.course.environment import SETUP_CELL, prepare_environment
+from utils.course.exercises import CHAPTER_DIR
 from utils.models import EMBEDDED_WHEEL
 
 CHAPTERS = sorted(CHAPTER_DIR.glob("[0-9][0-9]_*.ipynb"))
@@ -18,7 +18,7 @@ CHAPTERS = sorted(CHAPTER_DIR.glob("[0-9][0-9]_*.ipynb"))
 def test_every_chapter_starts_with_the_same_setup_cell(chapter):
     notebook = nbformat.read(chapter, as_version=4)
     first_code = next(cell for cell in notebook.cells if cell.cell_type == "code")
-    assert first_code.source == SETUP_CELL, f"{chapter.name}: paste utils.environment.SETUP_CELL"
+    assert first_code.source == SETUP_CELL, f"{chapter.name}: paste utils.course.environment.SETUP_CELL"
 
 
 def test_setup_cell_installs_the_package_only_when_it_is_missing():

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from utils.published import PUBLISHED_HEADS, compare_with_published, model_key, published_heads
+from utils.course.published import PUBLISHED_HEADS, compare_with_published, model_key, published_heads
 
 BIB = (Path(__file__).resolve().parents[1] / "book" / "references.bib").read_text()
 

@@ -1,4 +1,4 @@
-"""Unit tests for utils/taxonomy.py, book/taxonomy.md and book/references.bib.
+"""Unit tests for utils/course/taxonomy.py, book/taxonomy.md and book/references.bib.
 
 Fast and model-free; paths are resolved from this file, not the working directory.
 """
@@ -17,7 +17,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from pybtex.database import parse_file  # noqa: E402
 
-from utils import taxonomy as tx  # noqa: E402
+from utils.course import taxonomy as tx  # noqa: E402
 
 BIB_PATH = REPO_ROOT / "book" / "references.bib"
 PAGE_PATH = REPO_ROOT / "book" / "taxonomy.md"
@@ -258,9 +258,9 @@ def test_rendered_page_links_only_to_existing_chapters() -> None:
 
 
 def test_taxonomy_page_is_up_to_date() -> None:
-    assert PAGE_PATH.is_file(), "run `python -m utils.taxonomy` to create book/taxonomy.md"
+    assert PAGE_PATH.is_file(), "run `python -m utils.course.taxonomy` to create book/taxonomy.md"
     assert PAGE_PATH.read_text(encoding="utf-8") == tx.render_taxonomy_markdown(), (
-        "book/taxonomy.md is stale: run `python -m utils.taxonomy`"
+        "book/taxonomy.md is stale: run `python -m utils.course.taxonomy`"
     )
 
 

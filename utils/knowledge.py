@@ -13,7 +13,7 @@ Three groups of tools:
 - **Options**: :func:`option_attention` summarises how heads spread their attention
   over the options of multiple-choice prompts (constant vs single-letter heads).
 Choosing heads (top, random controls) is :mod:`utils.heads`; published indices are
-:func:`utils.published.compare_with_published`.
+:func:`utils.course.published.compare_with_published`.
 
 Interventions (attention knockout, equalised attention, last-position ablation) live in
 :mod:`utils.knockout`, the chapter's prompt sets in :mod:`utils.knowledge_data`.

@@ -38,7 +38,7 @@ try:
     import utils
 except ModuleNotFoundError:
     %pip install -q "attention-heads-course[colab] @ git+{REPOSITORY}"
-from utils.environment import prepare_environment
+from utils.course.environment import prepare_environment
 
 DEVICE = prepare_environment()'''
 

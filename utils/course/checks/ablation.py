@@ -3,7 +3,7 @@
 Each ``check_*`` function takes the learner's function (and, for the direct effect,
 the loaded model), compares it with the course's reference in :mod:`utils.ablation`
 and :mod:`utils.hooks` on random and edge-case inputs, prints one line when every case
-matches and raises :class:`utils.checks.CheckFailed` otherwise.
+matches and raises :class:`utils.course.checks.CheckFailed` otherwise.
 
 A derangement is random, so the learner's cannot be compared number by number with the
 reference's: its check compares what every correct answer shares instead (a
@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from utils.ablation import ablation_head_effects, ablation_values, derangement
-from utils.checks import Case, Hook, check_against_reference, run_hook
+from utils.course.checks import Case, Hook, check_against_reference, run_hook
 from utils.datasets import ioi_dataset
 from utils.hooks import head_means, mean_ablation_hooks, z_hook_name
 from utils.metrics import logit_diff

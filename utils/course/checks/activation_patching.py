@@ -3,7 +3,7 @@
 Each ``check_*`` function takes the learner's function (and, for the patching loops,
 the loaded model), compares it with the course's reference in :mod:`utils.patching` on
 random and edge-case inputs, prints one line when every case matches and raises
-:class:`utils.checks.CheckFailed` otherwise.
+:class:`utils.course.checks.CheckFailed` otherwise.
 
 The checks that need the model build their own two IOI prompts (and their ABC
 corruptions) with :func:`utils.datasets.ioi_dataset`, so that they stay small: a
@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
-from utils.checks import Case, Hook, check_against_reference, run_hook
+from utils.course.checks import Case, Hook, check_against_reference, run_hook
 from utils.datasets import IOIDataset, ioi_dataset
 from utils.metrics import logit_diff
 from utils.patching import (
