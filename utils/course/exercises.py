@@ -40,7 +40,7 @@ __all__ = [
     "write_student_notebooks",
 ]
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 CHAPTER_DIR = REPO_ROOT / "notebooks"
 STUDENT_DIR = REPO_ROOT / "student"
 SOLUTION_TAG = "solution"
