@@ -1,9 +1,9 @@
-"""The shared machinery of the exercise checks (utils.checks)."""
+"""The shared machinery of the exercise checks (utils.course.checks)."""
 
 import pytest
 import torch
 
-from utils.checks import Case, CheckFailed, check_against_reference, compare_values
+from utils.course.checks import Case, CheckFailed, check_against_reference, compare_values
 
 
 def reference_mean(values: torch.Tensor) -> torch.Tensor:

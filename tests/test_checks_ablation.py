@@ -1,4 +1,4 @@
-"""The exercise checks of chapter 11 (utils.checks.ablation): the reference passes,
+"""The exercise checks of chapter 11 (utils.course.checks.ablation): the reference passes,
 realistic wrong solutions fail, a stub's NotImplementedError propagates."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from torch import Tensor
 
 from utils.interventions.effects import head_effects
 from utils.interventions.ablation import derangement
-from utils.checks import CheckFailed
-from utils.checks.ablation import (
+from utils.course.checks import CheckFailed
+from utils.course.checks.ablation import (
     check_derangement,
     check_direct_effect,
     check_mean_ablation_hook,

@@ -1,4 +1,4 @@
-"""The exercise checks of chapter 10 (utils.checks.activation_patching): the reference
+"""The exercise checks of chapter 10 (utils.course.checks.activation_patching): the reference
 passes, realistic wrong solutions fail, a stub's NotImplementedError propagates."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import Tensor
 
-from utils.checks import CheckFailed
-from utils.checks.activation_patching import (
+from utils.course.checks import CheckFailed
+from utils.course.checks.activation_patching import (
     check_attribution_patching,
     check_head_patch_hook,
     check_normalise_patching,

@@ -8,8 +8,8 @@ from transformer_lens.utilities import get_act_name
 import pytest
 import torch
 
-from utils.checks import CheckFailed
-from utils.checks.background import (
+from utils.course.checks import CheckFailed
+from utils.course.checks.background import (
     check_head_dla,
     check_induction_score,
     check_previous_token_score,

@@ -1,4 +1,4 @@
-"""The exercise checks of chapter 12 (utils.checks.directional): the reference passes,
+"""The exercise checks of chapter 12 (utils.course.checks.directional): the reference passes,
 realistic wrong solutions fail, a stub's NotImplementedError propagates."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import Tensor
 
-from utils.checks import CheckFailed
-from utils.checks.directional import (
+from utils.course.checks import CheckFailed
+from utils.course.checks.directional import (
     check_add_direction_hook,
     check_mean_difference,
     check_project_out_of_head,

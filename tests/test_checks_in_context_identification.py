@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from utils.checks import CheckFailed
-from utils.checks.in_context_identification import (
+from utils.course.checks import CheckFailed
+from utils.course.checks.in_context_identification import (
     check_classify_movers,
     check_first_token_score,
     check_retrieval_score,

@@ -10,8 +10,8 @@ import math
 import pytest
 import torch
 
-from utils.checks import CheckFailed
-from utils.checks.knowledge_recalling import (
+from utils.course.checks import CheckFailed
+from utils.course.checks.knowledge_recalling import (
     check_classify_by_source,
     check_head_attribution_by_key,
     check_knockout_hook,

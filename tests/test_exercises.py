@@ -8,7 +8,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from utils.exercises import (
+from utils.course.exercises import (
     CHAPTER_DIR,
     SOLUTION_TAG,
     make_student_notebook,
@@ -101,4 +101,4 @@ def test_every_chapter_has_two_to_six_well_formed_exercises(chapter):
 
 def test_student_notebooks_are_up_to_date():
     problems = stale_student_notebooks()
-    assert not problems, "; ".join(problems) + " - run: .venv/bin/python -m utils.exercises"
+    assert not problems, "; ".join(problems) + " - run: .venv/bin/python -m utils.course.exercises"

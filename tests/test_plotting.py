@@ -7,7 +7,7 @@ matplotlib.use("Agg")
 import pytest
 import torch
 
-from utils.book_assets import BUNDLE_ENV_VAR, circuitsvis_bundle
+from utils.course.book_assets import BUNDLE_ENV_VAR, circuitsvis_bundle
 from utils.viz.plots import (
     attention_heads_view,
     attention_pattern_plot,
@@ -59,7 +59,7 @@ def test_book_assets_extension_shares_the_bundle_and_drops_fontawesome_js(tmp_pa
     import os
     from types import SimpleNamespace
 
-    from utils import book_assets
+    from utils.course import book_assets
 
     monkeypatch.delenv(BUNDLE_ENV_VAR, raising=False)  # restored after the test
     handlers = {}

@@ -3,17 +3,9 @@
 import re
 from pathlib import Path
 
-import yaml
+from utils.course.chapters import toc_files
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def toc_files() -> list[str]:
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    files = [toc["root"]]
-    for part in toc.get("parts", []):
-        files += [chapter["file"] for chapter in part.get("chapters", [])]
-    return files
 
 
 def test_every_toc_entry_exists():

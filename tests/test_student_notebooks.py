@@ -11,7 +11,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from utils.exercises import STUDENT_DIR
+from utils.course.exercises import STUDENT_DIR
 
 STUDENT_NOTEBOOKS = sorted(STUDENT_DIR.glob("*.ipynb"))
 

@@ -1,4 +1,5 @@
-"""Unit tests for utils/taxonomy.py, book/taxonomy.md and book/references.bib.
+"""The taxonomy's data and schema (utils/course/taxonomy.yaml, utils.course.taxonomy), its
+page (book/taxonomy.md) and book/references.bib.
 
 Fast and model-free; paths are resolved from this file, not the working directory.
 """
@@ -10,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
@@ -17,7 +19,10 @@ if str(REPO_ROOT) not in sys.path:
 
 from pybtex.database import parse_file  # noqa: E402
 
-from utils import taxonomy as tx  # noqa: E402
+from utils.course import chapters as ch  # noqa: E402
+from utils.course import taxonomy as tx  # noqa: E402
+from utils.course.schema import DataError  # noqa: E402
+from utils.course.taxonomy_page import render_taxonomy_markdown, write_taxonomy_page  # noqa: E402
 
 BIB_PATH = REPO_ROOT / "book" / "references.bib"
 PAGE_PATH = REPO_ROOT / "book" / "taxonomy.md"
@@ -118,7 +123,7 @@ def test_head_type_fields_are_well_formed() -> None:
         if head.section is not None:
             assert head.chapter is not None, f"{head.name}: section without chapter"
         for slug in head.planned_chapters:
-            assert slug in tx.CHAPTER_TITLES, f"{head.name}: unknown planned chapter {slug}"
+            assert slug in tx.COURSE_PLAN_CHAPTERS, f"{head.name}: unknown planned chapter {slug}"
 
 
 def test_survey_figure_7_heads_present() -> None:
@@ -145,11 +150,71 @@ def test_survey_figure_7_heads_present() -> None:
 
 def test_get_head_type_accepts_aliases() -> None:
     assert tx.get_head_type("previous-token heads").name == "Previous head"
+    assert tx.get_head_type("name mover").name == "Name mover head"  # papers' short names
+    assert tx.get_head_type("Copy suppression heads").name == "Negative name mover head"
     assert tx.get_head_type("Duplicate head").name == "Duplicate token head"
     assert tx.get_head_type("inhibition head").name == "S-inhibition head"
     assert tx.get_head_type("Induction head").stage == "LR"
     with pytest.raises(KeyError):
         tx.get_head_type("Quantum head")
+
+
+# --- the data file and its schema ---------------------------------------------------
+
+
+def _edited_copy(tmp_path: Path, edit) -> Path:
+    """A copy of taxonomy.yaml with ``edit`` applied to its parsed data."""
+    data = yaml.safe_load(tx.DATA_PATH.read_text(encoding="utf-8"))
+    edit(data)
+    path = tmp_path / "taxonomy.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def test_the_data_file_is_what_the_module_serves(tmp_path: Path) -> None:
+    copy = tx.load_taxonomy(_edited_copy(tmp_path, lambda data: None))
+    assert copy.head_types == tx.HEAD_TYPES and copy.stages == tx.STAGES
+    assert copy.methods == tx.METHODS and copy.benchmarks == tx.BENCHMARKS
+    assert all(isinstance(head.papers, tuple) for head in tx.HEAD_TYPES)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda d: d["head_types"][0].update(stage="XX"),
+         "head_types[0] ('Associative memories head'): stage 'XX' is not one of"),
+        (lambda d: d["head_types"][0].update(subcategory="Syntactic information"),
+         "sub-category 'Syntactic information' is not one of stage KR's"),
+        (lambda d: d["head_types"][0].update(colour="red"), "unknown field(s) ['colour']"),
+        (lambda d: d["head_types"][0].pop("papers"), "missing field 'papers'"),
+        (lambda d: d["head_types"][0].update(papers="bietti2023birth"),
+         "field 'papers': expected a list of strings"),
+        (lambda d: d["head_types"][0].update(in_figure_7="yes"), "expected true or false"),
+        (lambda d: d["head_types"][0].update(description=" "), "field 'description': expected a string"),
+        (lambda d: d["head_types"][1].update(aliases=["Associative memory heads"]),
+         "'Associative memory heads' also names 'Associative memories head'"),
+        (lambda d: d["head_types"][0].update(planned_chapters=["notebooks/99_nothing"]),
+         "'notebooks/99_nothing' is not in course_plan_chapters"),
+        (lambda d: d["head_types"][0].update(section="x", chapter=None), "a section is given but no chapter"),
+        (lambda d: d["methods"][0].update(family="Modeling-Optional"), "family/group"),
+        (lambda d: d["benchmarks"][0].update(kind="vibes"), "kind 'vibes' is not one of"),
+        (lambda d: d["stages"].reverse(), "stages must be ['KR', 'ICI', 'LR', 'EP']"),
+        (lambda d: d.pop("methods"), "the top level must have exactly"),
+        (lambda d: d.update(head_types=[]), "head_types: expected a non-empty list"),
+    ],
+)
+def test_a_bad_data_file_is_refused_naming_the_record(tmp_path: Path, edit, message: str) -> None:
+    with pytest.raises(DataError) as excinfo:
+        tx.load_taxonomy(_edited_copy(tmp_path, edit))
+    assert message in str(excinfo.value)
+    assert str(excinfo.value).startswith("taxonomy.yaml")
+
+
+def test_invalid_yaml_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "taxonomy.yaml"
+    path.write_text("stages: [unclosed\n")
+    with pytest.raises(DataError, match="not valid YAML"):
+        tx.load_taxonomy(path)
 
 
 # --- references ---------------------------------------------------------------
@@ -186,24 +251,31 @@ def test_bib_entries_have_author_title_year() -> None:
 
 
 def test_chapter_exists_checks_the_file(tmp_path: Path) -> None:
-    assert not tx.chapter_exists("notebooks/99_missing", root=tmp_path)
+    assert not ch.chapter_exists("notebooks/99_missing", root=tmp_path)
     (tmp_path / "notebooks").mkdir()
     (tmp_path / "notebooks" / "99_missing.ipynb").write_text("{}")
-    assert tx.chapter_exists("notebooks/99_missing", root=tmp_path)
+    assert ch.chapter_exists("notebooks/99_missing", root=tmp_path)
 
 
-def test_every_non_none_chapter_exists() -> None:
-    items = [*tx.HEAD_TYPES, *tx.METHODS]
-    for item in items:
+def test_every_non_none_chapter_is_in_the_book() -> None:
+    covered = ch.chapter_slugs()
+    for item in [*tx.HEAD_TYPES, *tx.METHODS]:
         if item.chapter is not None:
-            assert item.chapter in tx.COVERED_CHAPTERS, f"{item.name}: {item.chapter}"
-            assert tx.chapter_exists(item.chapter), f"{item.name}: {item.chapter} missing"
+            assert item.chapter in covered, f"{item.name}: {item.chapter} is not in _toc.yml"
+            assert ch.chapter_exists(item.chapter), f"{item.name}: {item.chapter} missing"
+
+
+def test_every_chapter_of_the_book_is_in_the_course_plan() -> None:
+    for chapter in ch.chapters():
+        assert chapter.slug in tx.COURSE_PLAN_CHAPTERS, (
+            f"{chapter.slug} is in _toc.yml but not in course_plan_chapters of taxonomy.yaml"
+        )
 
 
 def test_chapter_link_format() -> None:
-    link = tx.chapter_link("notebooks/03_latent_reasoning")
+    link = ch.chapter_link("notebooks/03_latent_reasoning")
     assert link == "[chapter 03](../notebooks/03_latent_reasoning.ipynb)"
-    assert tx.chapter_link("notebooks/03_latent_reasoning", "induction").endswith(
+    assert ch.chapter_link("notebooks/03_latent_reasoning", "induction").endswith(
         ".ipynb#induction)"
     )
 
@@ -241,7 +313,7 @@ def test_benchmarks_cover_both_kinds() -> None:
 
 
 def test_rendered_page_contains_every_name() -> None:
-    page = tx.render_taxonomy_markdown()
+    page = render_taxonomy_markdown()
     assert page.splitlines()[4].startswith("# ")
     for item in (*tx.HEAD_TYPES, *tx.METHODS, *tx.BENCHMARKS):
         assert item.name in page, item.name
@@ -250,7 +322,7 @@ def test_rendered_page_contains_every_name() -> None:
 
 
 def test_rendered_page_links_only_to_existing_chapters() -> None:
-    page = tx.render_taxonomy_markdown()
+    page = render_taxonomy_markdown()
     for target in re.findall(r"\]\((\.\./[^)#]+)", page):
         assert (REPO_ROOT / "book" / target).resolve().is_file(), target
     uncovered = [h for h in tx.HEAD_TYPES if h.chapter is None]
@@ -258,16 +330,17 @@ def test_rendered_page_links_only_to_existing_chapters() -> None:
 
 
 def test_taxonomy_page_is_up_to_date() -> None:
-    assert PAGE_PATH.is_file(), "run `python -m utils.taxonomy` to create book/taxonomy.md"
-    assert PAGE_PATH.read_text(encoding="utf-8") == tx.render_taxonomy_markdown(), (
-        "book/taxonomy.md is stale: run `python -m utils.taxonomy`"
+    assert PAGE_PATH == tx.PAGE_PATH
+    assert PAGE_PATH.is_file(), "run `python -m utils.course.taxonomy` to create book/taxonomy.md"
+    assert PAGE_PATH.read_text(encoding="utf-8") == render_taxonomy_markdown(), (
+        "book/taxonomy.md is stale: run `python -m utils.course.taxonomy`"
     )
 
 
 def test_write_taxonomy_page(tmp_path: Path) -> None:
     target = tmp_path / "sub" / "taxonomy.md"
-    tx.write_taxonomy_page(target)
-    assert target.read_text(encoding="utf-8") == tx.render_taxonomy_markdown()
+    write_taxonomy_page(target)
+    assert target.read_text(encoding="utf-8") == render_taxonomy_markdown()
 
 
 # --- other book pages ------------------------------------------------------------
@@ -313,6 +386,9 @@ def test_bibliography_page_has_directive() -> None:
     assert "```{bibliography}" in text
 
 
-def test_every_covered_chapter_exists() -> None:
-    for slug in tx.COVERED_CHAPTERS:
-        assert tx.chapter_exists(slug), f"COVERED_CHAPTERS lists {slug}, which has no notebook"
+def test_coverage_follows_the_table_of_contents() -> None:
+    """A chapter's items are linked once the chapter is in the book, and only then."""
+    link = "[chapter 02](../notebooks/02_in_context_identification.ipynb)"
+    assert link in render_taxonomy_markdown()
+    without = render_taxonomy_markdown(covered=ch.chapter_slugs() - {"notebooks/02_in_context_identification"})
+    assert link not in without and "chapter 02 (coming)" in without

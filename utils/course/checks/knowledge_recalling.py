@@ -3,7 +3,7 @@
 Each ``check_*`` function takes the learner's function (and, for some, the loaded model
 and a few prompts of the chapter), compares it with the course's reference on random
 and edge-case inputs, prints one line when every case matches and raises
-:class:`utils.checks.CheckFailed` otherwise.
+:class:`utils.course.checks.CheckFailed` otherwise.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
-from utils.checks import Case, Hook, check_against_reference, run_hook
-from utils.checks.background import random_attention_pattern
+from utils.course.checks import Case, Hook, check_against_reference, run_hook
+from utils.course.checks.background import random_attention_pattern
 from utils.interventions.knockout import attention_knockout_hooks
 from utils.analysis.classify import classify_by_source
 from utils.attribution.dla import head_attribution_by_key

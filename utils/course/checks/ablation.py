@@ -3,7 +3,7 @@
 Each ``check_*`` function takes the learner's function (and, for the direct effect,
 the loaded model), compares it with the course's reference in :mod:`utils.interventions.ablation`
 and :mod:`utils.interventions.hooks` on random and edge-case inputs, prints one line when every case
-matches and raises :class:`utils.checks.CheckFailed` otherwise.
+matches and raises :class:`utils.course.checks.CheckFailed` otherwise.
 
 A derangement is random, so the learner's cannot be compared number by number with the
 reference's: its check compares what every correct answer shares instead (a
@@ -20,7 +20,7 @@ from torch import Tensor
 
 from utils.interventions.effects import head_effects
 from utils.interventions.ablation import ablation_values, derangement
-from utils.checks import Case, Hook, check_against_reference, run_hook
+from utils.course.checks import Case, Hook, check_against_reference, run_hook
 from utils.data.ioi import ioi_dataset
 from utils.interventions.hooks import replace_heads_hooks
 from utils.core.metrics import logit_diff

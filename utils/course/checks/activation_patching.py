@@ -3,7 +3,7 @@
 Each ``check_*`` function takes the learner's function (and, for the patching loops,
 the loaded model), compares it with the course's reference in :mod:`utils.interventions.patching` on
 random and edge-case inputs, prints one line when every case matches and raises
-:class:`utils.checks.CheckFailed` otherwise.
+:class:`utils.course.checks.CheckFailed` otherwise.
 
 The checks that need the model build their own two IOI prompts (and their ABC
 corruptions) with :func:`utils.data.ioi.ioi_dataset`, so that they stay small: a
@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
-from utils.checks import Case, Hook, check_against_reference, run_hook
+from utils.course.checks import Case, Hook, check_against_reference, run_hook
 from utils.data.ioi import IOIDataset, ioi_dataset
 from utils.core.metrics import logit_diff
 from utils.interventions.hooks import replace_heads_hooks

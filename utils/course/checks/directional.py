@@ -2,7 +2,7 @@
 
 Each ``check_*`` function takes the learner's function, compares it with the course's
 reference in :mod:`utils.interventions.steering` on random and edge-case inputs, prints one line when
-every case matches and raises :class:`utils.checks.CheckFailed` otherwise. No check
+every case matches and raises :class:`utils.course.checks.CheckFailed` otherwise. No check
 needs the model: the hooks are tried on random activations, and the hook factories of
 :mod:`utils.interventions.steering` get a stand-in that carries only the sizes they read.
 """
@@ -15,7 +15,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from utils.checks import Case, Hook, check_against_reference, run_hook
+from utils.course.checks import Case, Hook, check_against_reference, run_hook
 from utils.interventions.hooks import add_to_residual_hooks, project_out_of_heads_hooks
 from utils.analysis.directions import mean_difference, projection_accuracy
 

@@ -2,7 +2,7 @@
 
 Each ``check_*`` function takes the learner's function, compares it with the course's
 reference on random and edge-case inputs, prints one line when every case matches and
-raises :class:`utils.checks.CheckFailed` otherwise. None of them needs the model.
+raises :class:`utils.course.checks.CheckFailed` otherwise. None of them needs the model.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
-from utils.checks import Case, check_against_reference
-from utils.checks.background import one_hot_pattern, random_attention_pattern
+from utils.course.checks import Case, check_against_reference
+from utils.course.checks.background import one_hot_pattern, random_attention_pattern
 from utils.analysis.classify import classify_movers
 from utils.scores.patterns import first_token_score, subword_merge_score
 from utils.scores.retrieval import retrieval_score

@@ -25,7 +25,8 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
-BUNDLE_ENV_VAR = "COURSE_CIRCUITSVIS_SRC"
+from utils.viz.plots import BUNDLE_ENV_VAR
+
 BUNDLE_NAME = "circuitsvis.js"
 #: Where chapter pages (``notebooks/*.html``) find the shared bundle.
 BUNDLE_URL = f"../_static/{BUNDLE_NAME}"

@@ -3,7 +3,7 @@
 Each ``check_*`` function takes the learner's function (and, for some, the loaded model
 and a small input from the chapter), compares it with the course's reference on random
 and edge-case inputs, prints one line when every case matches and raises
-:class:`utils.checks.CheckFailed` otherwise.
+:class:`utils.course.checks.CheckFailed` otherwise.
 
 :func:`random_attention_pattern` and :func:`one_hot_pattern` build the synthetic
 attention patterns that the checks of chapters 00-02 share.
@@ -17,7 +17,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from utils.checks import Case, Hook, check_against_reference, run_hook
+from utils.course.checks import Case, Hook, check_against_reference, run_hook
 from utils.interventions.hooks import replace_heads_hooks
 from utils.attribution.dla import head_direct_logit_attribution
 from utils.scores.patterns import induction_score, previous_token_score

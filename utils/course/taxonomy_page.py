@@ -1,0 +1,249 @@
+"""The page ``book/taxonomy.md``, rendered from the taxonomy's data.
+
+Run ``python -m utils.course.taxonomy`` (or this module) after editing
+``utils/course/taxonomy.yaml``; ``tests/test_taxonomy.py`` fails while the committed page
+is stale.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Iterable
+
+from utils.course.chapters import chapter_label, chapter_link, chapter_slugs
+from utils.course.taxonomy import (
+    BENCHMARKS,
+    HEAD_TYPES,
+    METHODS,
+    PAGE_PATH,
+    STAGE_CODES,
+    STAGES,
+    SURVEY_KEY,
+    head_types_by_stage,
+)
+
+__all__ = ["render_taxonomy_markdown", "write_taxonomy_page"]
+
+
+def _cell(text: str) -> str:
+    """Make text safe for a Markdown table cell."""
+    return " ".join(text.split()).replace("|", "\\|")
+
+
+def _cite(keys: Iterable[str]) -> str:
+    """Return a MyST ``{cite}`` role for the given keys (empty string if none)."""
+    keys = tuple(keys)
+    return f"{{cite}}`{','.join(keys)}`" if keys else ""
+
+
+def _where(
+    chapter: str | None, section: str | None, planned: tuple[str, ...], covered: frozenset[str]
+) -> str:
+    """Return the 'where in the course' cell: a link if the chapter is in the book."""
+    if chapter is not None and chapter in covered:
+        return chapter_link(chapter, section)
+    text = "not yet covered"
+    if planned:
+        text += " (planned: " + ", ".join(chapter_label(p) for p in planned) + ")"
+    return text
+
+
+def _stage_anchor(code: str) -> str:
+    """Return the MyST label of a stage's table."""
+    return f"taxonomy-{code.lower()}"
+
+
+def render_taxonomy_markdown(covered: Iterable[str] | None = None) -> str:
+    """Render the full taxonomy as a MyST Markdown page.
+
+    The page has a title, an introduction, one table of head types per stage
+    (name, sub-category, what it does, papers as ``{cite}`` roles, where in the
+    course), a table of discovery methods and a table of benchmarks. An item's chapter
+    is linked only if the chapter is in the book; otherwise the cell reads
+    "not yet covered".
+
+    Args:
+        covered: slugs of the chapters the book has; by default those of ``_toc.yml``
+            (not the notebooks on disk, so that an unfinished notebook lying in a
+            working tree does not change the page).
+
+    Returns:
+        The page as a string ending in a newline.
+    """
+    covered = chapter_slugs() if covered is None else frozenset(covered)
+    lines: list[str] = []
+    add = lines.append
+    add("% This page is generated from utils/course/taxonomy.yaml by utils.course.taxonomy_page.")
+    add("% Do not edit it by hand: edit the YAML file and run `python -m utils.course.taxonomy`.")
+    add("")
+    add("(taxonomy)=")
+    add("# Taxonomy of attention heads")
+    add("")
+    add(
+        "This page lists, as one reference table per stage, every kind of special "
+        "attention head named by the survey this course follows "
+        f"{_cite([SURVEY_KEY])}, followed by the methods used to discover such heads "
+        "and the benchmarks used to study and evaluate them. The grouping into four "
+        "stages - Knowledge Recalling, In-Context Identification, Latent Reasoning and "
+        "Expression Preparation - is explained in [](framework.md). Descriptions are "
+        "short paraphrases; follow the citations for the original evidence."
+    )
+    add("")
+    add(
+        "The last column says where the course demonstrates each item on a real "
+        "model. Entries marked *not yet covered* have no chapter yet; the planned "
+        "chapter is given in brackets."
+    )
+    add("")
+    n_heads = len(HEAD_TYPES)
+    counts = ", ".join(
+        f"{len(head_types_by_stage(code))} {code}" for code in STAGE_CODES
+    )
+    text_only = [h.name.lower() for h in HEAD_TYPES if not h.in_figure_7]
+    add(
+        f"In total the survey names {n_heads} head types ({counts}); "
+        f"{len(HEAD_TYPES) - len(text_only)} appear in its taxonomy figure (Figure 7) "
+        f"and {len(text_only)} ({', '.join(text_only)}) only in its text. Figure 7 "
+        "files each head under one stage, although some also act in another stage, "
+        "for instance in the survey's walk-through of indirect object identification; "
+        "the sub-category column notes those cases."
+    )
+    add("")
+
+    for code in STAGE_CODES:
+        stage = STAGES[code]
+        add(f"({_stage_anchor(code)})=")
+        add(f"## {stage.name} ({code})")
+        add("")
+        where_stage = (
+            chapter_link(stage.chapter)
+            if stage.chapter in covered
+            else f"{chapter_label(stage.chapter)} (coming)"
+        )
+        add(
+            f"{stage.description} Survey section {stage.section}; course chapter: "
+            f"{where_stage}."
+        )
+        add("")
+        add("| Head type | Sub-category | What it does | Papers | Where in the course |")
+        add("|---|---|---|---|---|")
+        for head in head_types_by_stage(code):
+            name = head.name if head.in_figure_7 else f"{head.name} (text only)"
+            if head.aliases:
+                name_cell = f"**{_cell(name)}** (also: {_cell(', '.join(head.aliases))})"
+            else:
+                name_cell = f"**{_cell(name)}**"
+            subcategory = head.subcategory
+            if head.other_stages:
+                subcategory += "; also active in " + ", ".join(head.other_stages)
+            add(
+                "| "
+                + " | ".join(
+                    [
+                        name_cell,
+                        _cell(subcategory),
+                        _cell(head.description),
+                        _cite(head.papers),
+                        _where(head.chapter, head.section, head.planned_chapters, covered),
+                    ]
+                )
+                + " |"
+            )
+        add("")
+
+    add("(taxonomy-methods)=")
+    add("## Discovery methods")
+    add("")
+    add(
+        "The survey sorts the experimental methods used to find special heads by "
+        "whether they need a new model (section 4). *Modeling-Free* methods alter an "
+        "activation of the studied model and measure the effect on the output; they "
+        "either modify the activation while keeping part of it, or replace it "
+        "entirely. *Modeling-Required* methods build an extra model: a score or graph "
+        "computed without training, or a trained probe or simplified transformer."
+    )
+    add("")
+    add("| Method | Family | Group | Core operation | Representative works | Where in the course |")
+    add("|---|---|---|---|---|---|")
+    for method in METHODS:
+        name = method.name
+        if method.survey_name and method.survey_name.lower() != method.name.lower():
+            name += f" (table label: *{method.survey_name}*)"
+        add(
+            "| "
+            + " | ".join(
+                [
+                    f"**{_cell(name)}**",
+                    method.family,
+                    method.subfamily,
+                    _cell(method.description),
+                    _cite(method.papers),
+                    _where(method.chapter, method.section, method.planned_chapters, covered),
+                ]
+            )
+            + " |"
+        )
+    add("")
+
+    add("(taxonomy-benchmarks)=")
+    add("## Benchmarks")
+    add("")
+    add(
+        "Section 5 of the survey separates *mechanism exploration* datasets, small "
+        "simplified tasks with one-token answers built to expose how particular heads "
+        "work (Table 3), from *common evaluation* benchmarks, on which researchers "
+        "check whether strengthening or weakening a type of head improves a model "
+        "overall (Table 4). The *Source* column repeats the survey's attribution."
+    )
+    add("")
+    add("| Benchmark | Kind | Task type | Description | Source | Paper |")
+    add("|---|---|---|---|---|---|")
+    for bench in BENCHMARKS:
+        add(
+            "| "
+            + " | ".join(
+                [
+                    f"**{_cell(bench.name)}**",
+                    bench.kind,
+                    bench.task,
+                    _cell(bench.description),
+                    bench.source,
+                    _cite(bench.papers),
+                ]
+            )
+            + " |"
+        )
+    add("")
+    return "\n".join(lines)
+
+
+def write_taxonomy_page(path: Path = PAGE_PATH) -> None:
+    """Write :func:`render_taxonomy_markdown` to ``path`` (UTF-8, parents created).
+
+    Args:
+        path: Destination file, normally ``book/taxonomy.md``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_taxonomy_markdown(), encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write ``book/taxonomy.md``; with ``--check``, only say whether it is stale."""
+    parser = argparse.ArgumentParser(description="Render book/taxonomy.md from taxonomy.yaml.")
+    parser.add_argument("--check", action="store_true", help="only report a stale page")
+    options = parser.parse_args(argv)
+    if options.check:
+        page = render_taxonomy_markdown()
+        fresh = PAGE_PATH.is_file() and PAGE_PATH.read_text(encoding="utf-8") == page
+        advice = "up to date" if fresh else "stale: run python -m utils.course.taxonomy"
+        print(f"{PAGE_PATH} is {advice}")
+        return 0 if fresh else 1
+    write_taxonomy_page()
+    print(f"wrote {PAGE_PATH}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
