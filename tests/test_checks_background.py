@@ -18,7 +18,6 @@ from utils.course.checks.background import (
     random_attention_pattern,
 )
 from utils.data.ioi import ioi_dataset
-from utils.interventions.ablation import zero_ablation_hooks
 from utils.attribution.dla import (
     head_direct_logit_attribution,
     logit_difference_direction,
@@ -150,8 +149,14 @@ def learner_zero_head_hook_in_place_returns_none(head):
 
 
 def reference_zero_head_hook(model):
+    """A plain hand-written zero-ablation hook factory."""
+
     def factory(head):
-        return zero_ablation_hooks(model, [(0, head)])[0][1]
+        def hook(z, hook):
+            z[:, :, head] = 0.0
+            return z
+
+        return hook
 
     return factory
 

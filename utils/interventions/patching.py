@@ -81,7 +81,8 @@ def head_patching_sweep(
 
     For each head, the base run (corrupted for ``"denoise"``, clean for ``"noise"``)
     gets that head's output copied from the other run, and ``metric(logits)`` is
-    recorded. Equal to :func:`naive_head_patching_effects` up to float noise.
+    recorded. Equal to TransformerLens's patching loop
+    (``transformer_lens.patching.get_act_patch_attn_head_out_all_pos``) up to float noise.
 
     Args:
         clean_tokens, corrupted_tokens: ``(batch, pos)`` of the same shape.
