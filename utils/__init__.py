@@ -1,14 +1,21 @@
-"""Shared machinery for the Attention Heads course.
+"""The course library of *Attention Heads of Large Language Models*.
 
-Modules:
-    models    load_model (embedded SmolLM2-135M-Instruct or any TransformerLens model), set_seed
-    metrics   logit_diff, per-head scores (previous-token, duplicate, induction, retrieval, NAS)
-    hooks     zero / mean ablation, head patching, residual additions, head outputs
-    lens      logit lens and direct logit attribution
-    effects   direct, indirect and total effect of a head
-    datasets  repeated random tokens, IOI prompts, validated factual recall
-    plotting  layer x head heatmaps, attention patterns, offline circuitsvis
-    taxonomy  the survey's head types, methods and benchmarks as data
+Laid out by concept, not by chapter (the book page "The course library",
+``book/library.md``, lists every module and its public functions):
+
+    core           models (load_model), the Head type, hook names, positions, metrics
+    data           one prompt set per task: IOI, facts and capitals, needles, syntax,
+                   acronyms, sentiment, rare words, repeated tokens
+    scores         attention-pattern scores, the retrieval score (Eq. 4) and NAS (Eq. 5)
+    attribution    the logit lens, direct logit attribution, QK/OV circuits
+    interventions  one engine: replace / add / project out / knock out, batched
+                   variants, patching, ablation, direct / indirect / total effects
+    analysis       directions, ranking agreement, classifying heads
+    viz            figures
+    toy            tiny attention-only transformers trained in a chapter
+    course         the course's own machinery (setup cell, exercises and checks, book
+                   extension, taxonomy, published head indices); the library never
+                   imports it
 """
 
 __version__ = "0.1.0"

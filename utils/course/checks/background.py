@@ -159,11 +159,11 @@ def check_zero_head_hook(fn: Callable[[int], Hook], model: Any, tokens: Tensor) 
             return model.run_with_hooks(tokens, fwd_hooks=hooks)[:, -1]
 
     def reference_factory(head: int) -> Hook:
-        def hook(z: Tensor, hook_point: Any) -> Tensor:
+        def zero_hook(z: Tensor, hook: Any) -> Tensor:
             zeros = [torch.zeros_like(z[:1, :1])] * model.cfg.n_layers
-            return replace_heads_hooks(model, [(layer, head)], zeros)[0][1](z, hook_point)
+            return replace_heads_hooks(model, [(layer, head)], zeros)[0][1](z, hook)
 
-        return hook
+        return zero_hook
 
     def z(batch: int, n_pos: int) -> Tensor:
         return torch.randn(batch, n_pos, n_heads, 8, generator=generator)
