@@ -253,7 +253,9 @@ def learner_head_dla(model, cache, directions, layer, head, pos=-1):
 
 
 def reference_head_dla(model, cache, directions, layer, head, pos=-1):
-    return head_direct_logit_attribution(model, cache, directions, pos=pos)[layer, head]
+    n_pos = cache[get_act_name("z", 0)].shape[1]
+    positions = torch.full((directions.shape[0],), pos % n_pos)
+    return head_direct_logit_attribution(model, cache, directions, positions)[layer, head]
 
 
 def wrong_no_scale(model, cache, directions, layer, head, pos=-1):

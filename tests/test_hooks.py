@@ -5,7 +5,6 @@ import torch
 
 from transformer_lens.utilities import get_act_name
 
-from utils.attribution.dla import all_head_outputs, head_output
 from utils.core.heads import check_heads
 from utils.interventions.hooks import add_to_residual_hooks, replace_heads_hooks, source_values
 
@@ -70,18 +69,6 @@ def test_add_to_residual(any_model):
         add_to_residual_hooks(any_model, 0, torch.randn(3))
     with pytest.raises(ValueError, match="out of range"):
         add_to_residual_hooks(any_model, end + 1, vector)
-
-
-def test_head_outputs_sum_to_attention_output(any_model):
-    layer = any_model.cfg.n_layers - 1
-    with torch.no_grad():
-        _, cache = any_model.run_with_cache(any_model.to_tokens(PROMPTS))
-        per_head = all_head_outputs(any_model, cache, layer)
-    b_O = any_model.blocks[layer].attn.b_O
-    total = per_head.sum(dim=2) + (b_O if b_O is not None else 0)
-    assert torch.allclose(total, cache[get_act_name("attn_out", layer)], atol=1e-4)
-    single = head_output(any_model, cache[get_act_name("z", layer)], layer, 0)
-    assert torch.allclose(single, per_head[:, :, 0], atol=1e-5)
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,8 @@
 head pickers, the ablation comparison and the figure."""
 
 from transformer_lens.utilities import get_act_name
+from types import SimpleNamespace
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -27,7 +29,7 @@ from utils.analysis.classify import classify_movers
 from utils.interventions.ablation import compare_ablation
 from utils.viz.plots import plot_score_and_pattern
 from utils.core.cache import single_position_cache
-from utils.core.models import CachedWeights# noqa: E402
+from utils.core.models import attention_weight  # noqa: E402
 from utils.attribution.dla import (
     head_direct_logit_attribution,
     logit_difference_direction,
@@ -298,55 +300,47 @@ def test_single_position_cache_gives_the_same_attribution(any_model):
     ids = torch.tensor([any_model.to_single_token(" Mary"), any_model.to_single_token(" Anna")])
     other = torch.tensor([any_model.to_single_token(" John"), any_model.to_single_token(" Tom")])
     directions = logit_difference_direction(any_model, ids, other)
-    view = CachedWeights(any_model)  # the bridge would rebuild W_O for every layer
-    full = head_direct_logit_attribution(view, cache, directions)
-    lean = head_direct_logit_attribution(view, single_position_cache(cache, -1), directions, pos=0)
+    full = head_direct_logit_attribution(any_model, cache, directions)
+    lean = head_direct_logit_attribution(any_model, single_position_cache(cache), directions)
     assert torch.allclose(full, lean, atol=1e-5)
-    middle = head_direct_logit_attribution(view, cache, directions, pos=3)
+    positions = torch.tensor([3, 5])  # one position per prompt
+    middle = head_direct_logit_attribution(any_model, cache, directions, positions)
     assert torch.allclose(
         middle,
-        head_direct_logit_attribution(view, single_position_cache(cache, 3), directions, pos=0),
+        head_direct_logit_attribution(any_model, single_position_cache(cache, positions), directions),
         atol=1e-5,
     )
 
 
 def test_single_position_cache_bad_input():
     cache = {get_act_name("z", 0): torch.zeros(1, 4, 2, 3), get_act_name("scale"): torch.ones(1, 4, 1)}
-    assert single_position_cache(cache, -1)[get_act_name("z", 0)].shape == (1, 1, 2, 3)
+    assert single_position_cache(cache)[get_act_name("z", 0)].shape == (1, 1, 2, 3)
     with pytest.raises(ValueError, match="outside"):
-        single_position_cache(cache, 4)
-    with pytest.raises(TypeError, match="pos"):
-        single_position_cache(cache, 1.0)
+        single_position_cache(cache, torch.tensor([4]))
+    with pytest.raises(TypeError, match="positions must be a LongTensor"):
+        single_position_cache(cache, -1)
+    with pytest.raises(ValueError, match="one position per prompt"):
+        single_position_cache(cache, torch.tensor([[0, 1]]))
     with pytest.raises(ValueError, match="hook_z"):
-        single_position_cache({get_act_name("scale"): torch.ones(1, 4, 1)}, 0)
+        single_position_cache({get_act_name("scale"): torch.ones(1, 4, 1)})
 
 
-def test_cached_weights_match_the_model(any_model):
-    view = CachedWeights(any_model)
-    assert view.cfg is any_model.cfg
-    assert view.W_O is view.W_O  # built once
-    for name in CachedWeights.WEIGHTS:
-        original = getattr(any_model, name, None)
-        if original is None:
-            continue
-        assert torch.equal(getattr(view, name), original), name
-    with pytest.raises(TypeError, match="cfg"):
-        CachedWeights(object())
+def test_attention_weight_is_the_layers_slice_of_the_stacked_weight(any_model):
+    for name in ("W_Q", "W_K", "W_V", "W_O", "b_O"):
+        stacked = getattr(any_model, name, None)
+        for layer in range(any_model.cfg.n_layers):
+            weight = attention_weight(any_model, name, layer)
+            if stacked is None:
+                assert weight is None, name
+            else:
+                assert torch.equal(weight, stacked[layer]), (name, layer)
+    with pytest.raises(ValueError, match="unknown attention weight"):
+        attention_weight(any_model, "W_U", 0)
 
 
-def test_cached_weights_in_attribution_and_ov_scores(gpt2_random):
-    view = CachedWeights(gpt2_random)
-    tokens = gpt2_random.to_tokens("When Mary and John went out, John gave it to")
-    with torch.no_grad():
-        _, cache = gpt2_random.run_with_cache(tokens, names_filter=attention_and_dla_filter)
-    directions = logit_difference_direction(
-        gpt2_random,
-        torch.tensor([gpt2_random.to_single_token(" Mary")]),
-        torch.tensor([gpt2_random.to_single_token(" John")]),
-    )
-    assert torch.allclose(
-        head_direct_logit_attribution(view, cache, directions),
-        head_direct_logit_attribution(gpt2_random, cache, directions),
-    )
+def test_ov_copying_scores_read_weights_layer_by_layer(gpt2_random):
     ids = torch.arange(100, 120)
-    assert torch.equal(ov_copying_scores(view, ids), ov_copying_scores(gpt2_random, ids))
+    stand_in = SimpleNamespace(
+        cfg=gpt2_random.cfg, W_E=gpt2_random.W_E, W_U=gpt2_random.W_U, W_V=gpt2_random.W_V, W_O=gpt2_random.W_O
+    )  # no blocks: the stacked weights are indexed instead
+    assert torch.equal(ov_copying_scores(stand_in, ids), ov_copying_scores(gpt2_random, ids))

@@ -124,15 +124,25 @@ def test_ov_lookup_accuracy(any_model):
     tokens = any_model.to_tokens(["The capital of France is", "The capital of Italy is", "The capital of Japan is"])
     _, cache = any_model.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_v"))
     candidates = torch.tensor([100, 200, 300])
-    scores = ov_lookup_accuracy(any_model, cache, 4, candidates)
+    at_country = torch.full((3,), 4)
+    scores = ov_lookup_accuracy(any_model, cache, at_country, candidates)
     assert scores.shape == (any_model.cfg.n_layers, any_model.cfg.n_heads)
     assert bool(((scores >= 0) & (scores <= 1)).all())
     with pytest.raises(ValueError, match="distinct"):
-        ov_lookup_accuracy(any_model, cache, 4, torch.tensor([1, 1, 2]))
+        ov_lookup_accuracy(any_model, cache, at_country, torch.tensor([1, 1, 2]))
     with pytest.raises(ValueError, match="shape"):
-        ov_lookup_accuracy(any_model, cache, 4, torch.tensor([1, 2]))
-    with pytest.raises(ValueError, match="source_pos"):
-        ov_lookup_accuracy(any_model, cache, 99, candidates)
+        ov_lookup_accuracy(any_model, cache, at_country, torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match="source_positions has positions outside"):
+        ov_lookup_accuracy(any_model, cache, torch.full((3,), 99), candidates)
+    with pytest.raises(TypeError, match="source_positions must be a LongTensor"):
+        ov_lookup_accuracy(any_model, cache, 4, candidates)
+    # each prompt is read at its own position: move prompt 1's country to position 3
+    swapped = {}
+    for name in cache.keys():
+        values = cache[name].clone()
+        values[1, [3, 4]] = values[1, [4, 3]]
+        swapped[name] = values
+    assert torch.equal(ov_lookup_accuracy(any_model, swapped, torch.tensor([4, 3, 4]), candidates), scores)
 
 
 def test_ov_lookup_finds_a_planted_association():
@@ -147,7 +157,7 @@ def test_ov_lookup_finds_a_planted_association():
     model = SimpleNamespace(cfg=SimpleNamespace(n_layers=1, n_heads=2), W_O=W_O, W_U=W_U)
     values = torch.zeros(3, 2, 2, d)  # (batch, pos, kv_head, d_head)
     values[torch.arange(3), 1, :, torch.arange(3)] = 1.0
-    scores = ov_lookup_accuracy(model, {get_act_name("v", 0): values}, 1, candidates)
+    scores = ov_lookup_accuracy(model, {get_act_name("v", 0): values}, torch.ones(3, dtype=torch.long), candidates)
     assert scores[0, 0].item() == 1.0
     assert scores[0, 1].item() == pytest.approx(1 / 3)
 

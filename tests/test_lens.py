@@ -1,7 +1,8 @@
 """Logit lens and direct logit attribution add up on both architectures."""
 
-from transformer_lens.utilities import get_act_name
+import pytest
 import torch
+from transformer_lens.utilities import get_act_name
 
 from utils.attribution.lens import answer_rank, logit_lens, residual_stack
 from utils.attribution.dla import (
@@ -20,6 +21,26 @@ def test_logit_lens_final_row_is_the_model_output(any_model):
     assert lens.shape == (any_model.cfg.n_layers + 1, 1, any_model.cfg.d_vocab)
     assert torch.allclose(lens[-1, 0], logits[0, -1], atol=1e-3)
     assert residual_stack(any_model, cache).shape == (any_model.cfg.n_layers + 1, 1, any_model.cfg.d_model)
+
+
+def test_residual_stack_reads_each_prompts_position(any_model):
+    tokens = any_model.to_tokens([PROMPT, "When Anna and Tom went to the park, Tom gave a book to"])
+    with torch.no_grad():
+        _, cache = any_model.run_with_cache(tokens)
+    positions = torch.tensor([2, 7])
+    stack = residual_stack(any_model, cache, positions)
+    layer = any_model.cfg.n_layers // 2
+    resid = cache[get_act_name("resid_pre", layer)]
+    assert torch.equal(stack[layer], torch.stack([resid[0, 2], resid[1, 7]]))
+    final = cache[get_act_name("resid_post", any_model.cfg.n_layers - 1)]
+    assert torch.equal(residual_stack(any_model, cache)[-1], final[:, -1])
+    with torch.no_grad():
+        lens = logit_lens(any_model, cache, positions)
+    assert lens.shape == (any_model.cfg.n_layers + 1, 2, any_model.cfg.d_vocab)
+    with pytest.raises(TypeError, match="ActivationCache"):
+        residual_stack(any_model, dict(cache.items()))
+    with pytest.raises(ValueError, match="one position per prompt"):
+        residual_stack(any_model, cache, positions[:, None])
 
 
 def test_answer_rank():

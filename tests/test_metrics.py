@@ -12,7 +12,7 @@ from utils.scores.patterns import (
     induction_score,
     previous_token_score,
 )
-from utils.core.metrics import logit_diff, loss_per_position
+from utils.core.metrics import logit_diff
 from utils.scores.retrieval import negative_attention_score, retrieval_score
 
 from patterns import one_hot_pattern
@@ -143,11 +143,20 @@ def test_head_scores_stacks_layers_and_drops_bos():
         head_scores(cache, previous_token_score, drop_first=-1)
 
 
-def test_loss_per_position():
-    logits = torch.zeros(1, 3, 4)
-    logits[0, 0, 2] = 10.0
-    loss = loss_per_position(logits, torch.tensor([[0, 2, 1]]))
-    assert loss.shape == (1, 2)
+def test_transformer_lens_per_token_loss_on_the_bridge(any_model):
+    """The library has no loss of its own: TransformerLens's per-token loss from given
+    logits agrees with the bridge's own ``return_type="loss"``, ``(batch, pos - 1)``."""
+    from transformer_lens.utilities import lm_cross_entropy_loss
+
+    tokens = any_model.to_tokens(["The cat sat on the mat.", "A dog ran in the park."])
+    with torch.no_grad():
+        logits = any_model(tokens)
+        from_model = any_model(tokens, return_type="loss", loss_per_token=True)
+    from_logits = lm_cross_entropy_loss(logits, tokens, per_token=True)
+    assert from_logits.shape == from_model.shape == (2, tokens.shape[1] - 1)
+    assert torch.allclose(from_logits, from_model, atol=1e-5)
+    # entry [b, i] is the loss of predicting tokens[b, i + 1] from position i
+    known = torch.zeros(1, 3, 4)
+    known[0, 0, 2] = 10.0
+    loss = lm_cross_entropy_loss(known, torch.tensor([[0, 2, 1]]), per_token=True)
     assert loss[0, 0] < 0.01 and loss[0, 1] == pytest.approx(math.log(4))
-    with pytest.raises(ValueError):
-        loss_per_position(logits, torch.tensor([[0, 2]]))

@@ -200,6 +200,20 @@ def test_ranking_helpers():
         ranking_agreement(a, b[:1], k=1)
 
 
+def test_ranking_agreement_handles_ties_as_scipy_does():
+    from scipy.stats import spearmanr
+
+    # many tied effects (heads that do nothing), as zero-ablation maps have
+    a = torch.tensor([[0.0, 0.0, 0.3], [0.0, 1.2, 0.3], [-0.5, 0.0, 0.0]])
+    b = torch.tensor([[0.1, 0.0, 0.2], [0.0, 0.9, 0.2], [0.0, -0.1, 0.0]])
+    expected = spearmanr(a.flatten().numpy(), b.flatten().numpy()).statistic
+    assert ranking_agreement(a, b, k=3).spearman == pytest.approx(float(expected), abs=1e-12)
+    # a tie-blind ranking would call these identical maps imperfectly correlated
+    assert ranking_agreement(a, a.clone(), k=3).spearman == pytest.approx(1.0)
+    with pytest.raises(TypeError, match="tensors"):
+        ranking_agreement(a.tolist(), b, k=3)
+
+
 def test_clear_errors(gpt2_random):
     model = gpt2_random
     ioi = ioi_dataset(model, 2, seed=0)

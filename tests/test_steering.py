@@ -86,14 +86,24 @@ def test_residual_and_head_directions(any_model):
     with torch.no_grad():
         _, cache = any_model.run_with_cache(tokens)
     cfg = any_model.cfg
-    resid = residual_directions(any_model, cache, labels, pos=-1)
+    resid = residual_directions(any_model, cache, labels)
     assert resid.shape == (cfg.n_layers + 1, cfg.d_model)
     manual = cache[get_act_name("resid_pre", 1)][0, -1] - cache[get_act_name("resid_pre", 1)][1, -1]
     assert torch.allclose(resid[1], manual, atol=1e-5)
-    heads = head_output_differences(any_model, cache, labels, pos=-1)
+    heads = head_output_differences(any_model, cache, labels)
     assert heads.shape == (cfg.n_layers, cfg.n_heads, cfg.d_head)
     z = cache[get_act_name("z", 0)][:, -1, 1]
     assert torch.allclose(heads[0, 1], z[0] - z[1], atol=1e-5)
+    # one position per prompt: prompt 0 at position 2, prompt 1 at position 3
+    positions = torch.tensor([2, 3])
+    resid_pre = cache[get_act_name("resid_pre", 1)]
+    at = residual_directions(any_model, cache, labels, positions)
+    assert torch.allclose(at[1], resid_pre[0, 2] - resid_pre[1, 3], atol=1e-5)
+    z = cache[get_act_name("z", 0)][:, :, 1]
+    at = head_output_differences(any_model, cache, labels, positions)
+    assert torch.allclose(at[0, 1], z[0, 2] - z[1, 3], atol=1e-5)
+    with pytest.raises(TypeError, match="positions must be a LongTensor"):
+        residual_directions(any_model, cache, labels, -1)
 
 
 def test_sentiment_logit_direction_reads_the_score(any_model):

@@ -48,7 +48,7 @@ def classify_movers(
     for name, mask in groups.items():
         indices = mask.flatten().nonzero().flatten()
         order = dla.flatten()[indices].abs().argsort(descending=True)
-        result[name] = [divmod(int(i), n_heads) for i in indices[order]]
+        result[name] = [Head(*divmod(int(i), n_heads)) for i in indices[order]]
     return result
 
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from transformer_lens.utilities import get_act_name
 
 from utils.attribution.lens import residual_stack
+from utils.core.cache import resolve_positions, take_positions
 
 # ---------------------------------------------------------------------------
 # Directions
@@ -46,28 +46,35 @@ def mean_difference(activations: Tensor, labels: Tensor, *, batch_dim: int = 0) 
     return moved[positive].mean(0) - moved[~positive].mean(0)
 
 
-def residual_directions(model: Any, cache: Any, labels: Tensor, pos: int = -1) -> Tensor:
-    """The mean-difference direction of the residual stream at ``pos``, at every depth.
+def residual_directions(model: Any, cache: Any, labels: Tensor, positions: Tensor | None = None) -> Tensor:
+    """The mean-difference direction of the residual stream at ``positions``, at every depth.
+
+    Args:
+        positions: ``LongTensor[batch]``; ``None`` for the last position of every prompt.
 
     Returns:
         ``(n_layers + 1, d_model)``: row ``l`` is the residual entering block ``l``, the
         last row the residual after the last block (see :func:`utils.attribution.lens.residual_stack`).
     """
-    return mean_difference(residual_stack(model, cache, pos), labels, batch_dim=1)
+    return mean_difference(residual_stack(model, cache, positions), labels, batch_dim=1)
 
 
-def head_output_differences(model: Any, cache: Any, labels: Tensor, pos: int = -1) -> Tensor:
-    """Each head's mean-difference direction in its own ``z`` space at ``pos``.
+def head_output_differences(model: Any, cache: Any, labels: Tensor, positions: Tensor | None = None) -> Tensor:
+    """Each head's mean-difference direction in its own ``z`` space at ``positions``.
+
+    Args:
+        cache: an ``ActivationCache`` holding ``hook_z`` of every layer.
+        positions: ``LongTensor[batch]``; ``None`` for the last position of every prompt.
 
     Returns:
         ``(n_layers, n_heads, d_head)``. Row ``[l, h] @ W_O[l, h]`` is how differently
         the head writes into the residual stream for the two classes.
     """
-    rows = [
-        mean_difference(cache[get_act_name("z", layer)][:, pos], labels)
-        for layer in range(model.cfg.n_layers)
-    ]
-    return torch.stack(rows)
+    z = cache.stack_activation("z").transpose(0, 1)  # (batch, layer, pos, head, d_head)
+    index = resolve_positions(positions, z.shape[0], z.shape[2])
+    if index.ndim != 1:
+        raise ValueError(f"positions must have shape ({z.shape[0]},): one position per prompt")
+    return mean_difference(take_positions(z.transpose(1, 2), index), labels)
 
 
 def sentiment_logit_direction(model: Any, positive_ids: Tensor, negative_ids: Tensor) -> Tensor:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
+from scipy.stats import spearmanr
 from torch import Tensor
 
 from utils.core.heads import top_heads
@@ -13,12 +13,6 @@ from utils.core.heads import top_heads
 # ---------------------------------------------------------------------------
 # Comparing two maps of heads
 # ---------------------------------------------------------------------------
-
-
-def _ranks(values: Tensor) -> Tensor:
-    ranks = torch.empty_like(values, dtype=torch.float64)
-    ranks[values.argsort()] = torch.arange(values.numel(), dtype=torch.float64)
-    return ranks
 
 
 @dataclass(frozen=True)
@@ -34,10 +28,17 @@ class RankingAgreement:
 def ranking_agreement(a: Tensor, b: Tensor, k: int = 10) -> RankingAgreement:
     """Spearman correlation of ``a`` and ``b`` over all heads and the overlap of their
     top ``k`` heads ranked by absolute value (pass effects, i.e. values minus a
-    baseline, so that the size of a change is what counts)."""
+    baseline, so that the size of a change is what counts).
+
+    The correlation is :func:`scipy.stats.spearmanr`'s: tied values share their mean
+    rank. It is ``nan`` when either map is constant.
+    """
+    if not isinstance(a, Tensor) or not isinstance(b, Tensor):
+        raise TypeError("a and b must be tensors")
     if a.shape != b.shape:
         raise ValueError(f"a {tuple(a.shape)} and b {tuple(b.shape)} must have the same shape")
-    ranks_a, ranks_b = _ranks(a.detach().flatten().cpu()), _ranks(b.detach().flatten().cpu())
-    spearman = float(torch.corrcoef(torch.stack([ranks_a, ranks_b]))[0, 1])
+    flat_a = a.detach().flatten().double().cpu().numpy()
+    flat_b = b.detach().flatten().double().cpu().numpy()
+    spearman = float(spearmanr(flat_a, flat_b).statistic)
     overlap = len(set(top_heads(a.abs(), k)) & set(top_heads(b.abs(), k)))
     return RankingAgreement(spearman=spearman, top_k_overlap=overlap, k=k)

@@ -10,7 +10,10 @@ import torch
 from torch import Tensor
 from transformer_lens.utilities import get_act_name
 
+from utils.core.cache import take_positions
 from utils.core.heads import check_heads
+from utils.core.models import attention_weight
+from utils.core.positions import check_positions
 
 
 def expand_kv_heads(values: Tensor, n_heads: int, head_dim: int = 1) -> Tensor:
@@ -34,10 +37,10 @@ def head_weights(model: Any, layer: int, head: int) -> dict[str, Tensor]:
     check_heads(model, [(layer, head)])
     n_heads = model.cfg.n_heads
     return {
-        "W_Q": model.W_Q[layer, head],
-        "W_K": expand_kv_heads(model.W_K[layer], n_heads, head_dim=0)[head],
-        "W_V": expand_kv_heads(model.W_V[layer], n_heads, head_dim=0)[head],
-        "W_O": model.W_O[layer, head],
+        "W_Q": attention_weight(model, "W_Q", layer)[head],
+        "W_K": expand_kv_heads(attention_weight(model, "W_K", layer), n_heads, head_dim=0)[head],
+        "W_V": expand_kv_heads(attention_weight(model, "W_V", layer), n_heads, head_dim=0)[head],
+        "W_O": attention_weight(model, "W_O", layer)[head],
     }
 
 
@@ -70,30 +73,29 @@ def ov_copying_scores(model: Any, token_ids: Tensor) -> Tensor:
     unembed = model.W_U[:, token_ids]
     own = torch.arange(token_ids.numel(), device=embeddings.device)
     scores = torch.zeros(model.cfg.n_layers, n_heads)
-    # A TransformerBridge assembles each stacked weight on every access: read them once.
-    all_W_V, all_W_O = model.W_V, model.W_O
     with torch.no_grad():
         for layer in range(model.cfg.n_layers):
-            W_V = expand_kv_heads(all_W_V[layer], n_heads, head_dim=0)
+            W_V = expand_kv_heads(attention_weight(model, "W_V", layer), n_heads, head_dim=0)
             values = torch.einsum("tm,hmd->htd", embeddings, W_V)
-            written = torch.einsum("htd,hdm->htm", values, all_W_O[layer])
+            written = torch.einsum("htd,hdm->htm", values, attention_weight(model, "W_O", layer))
             logits = written @ unembed  # (n_heads, tokens, tokens)
             scores[layer] = (logits.argmax(dim=-1) == own).float().mean(dim=-1).cpu()
     return scores
 
 
-def ov_lookup_accuracy(model: Any, cache: Any, source_pos: int, candidate_ids: Tensor) -> Tensor:
+def ov_lookup_accuracy(model: Any, cache: Any, source_positions: Tensor, candidate_ids: Tensor) -> Tensor:
     """Read each head's OV circuit as an associative memory: key in, attribute out.
 
-    For prompt ``b``, take the value vector a head would read at ``source_pos`` (e.g. the
-    subject token), pass it through the head's ``W_O`` and the unembedding, and compare
-    the logits of the candidates ``candidate_ids`` (one per prompt, e.g. every prompt's
-    correct capital). The score is the fraction of prompts whose own candidate wins:
-    1 means the head would write the right attribute for every key if it attended to
-    it, ``1 / batch`` is chance.
+    For prompt ``b``, take the value vector a head would read at
+    ``source_positions[b]`` (e.g. the subject token), pass it through the head's
+    ``W_O`` and the unembedding, and compare the logits of the candidates
+    ``candidate_ids`` (one per prompt, e.g. every prompt's correct capital). The score
+    is the fraction of prompts whose own candidate wins: 1 means the head would write
+    the right attribute for every key if it attended to it, ``1 / batch`` is chance.
 
     Args:
         cache: holds ``blocks.{l}.attn.hook_v`` for every layer, batch ``(batch, pos, ...)``.
+        source_positions: ``LongTensor[batch]``, one position per prompt.
         candidate_ids: ``(batch,)`` distinct token ids.
 
     Returns:
@@ -106,14 +108,18 @@ def ov_lookup_accuracy(model: Any, cache: Any, source_pos: int, candidate_ids: T
         raise ValueError(f"candidate_ids must be a tensor of shape ({batch},)")
     if candidate_ids.unique().numel() != batch:
         raise ValueError("candidate_ids must be distinct: one attribute per prompt")
-    if isinstance(source_pos, bool) or not isinstance(source_pos, int) or not -n_pos <= source_pos < n_pos:
-        raise ValueError(f"source_pos must be an int position in a prompt of {n_pos} tokens, got {source_pos!r}")
-    unembed = model.W_U[:, candidate_ids.to(model.W_U.device)]  # (d_model, batch)
+    source_positions = check_positions("source_positions", source_positions, batch, n_pos)
+    if source_positions.ndim != 1:
+        raise ValueError(f"source_positions must have shape ({batch},): one position per prompt")
+    W_U = model.W_U
+    unembed = W_U[:, candidate_ids.to(W_U.device)]  # (d_model, batch)
     own = torch.arange(batch)
     scores = torch.zeros(n_layers, n_heads)
     for layer in range(n_layers):
-        values = expand_kv_heads(cache[get_act_name("v", layer)][:, source_pos], n_heads, head_dim=1)  # (b, h, d_head)
-        written = torch.einsum("bhd,hdm->bhm", values, model.W_O[layer].to(values.device))
+        at_source = take_positions(cache[get_act_name("v", layer)], source_positions)  # (b, kv, d_head)
+        values = expand_kv_heads(at_source, n_heads, head_dim=1)  # (b, h, d_head)
+        W_O = attention_weight(model, "W_O", layer)
+        written = torch.einsum("bhd,hdm->bhm", values, W_O.to(values.device))
         logits = written @ unembed.to(written.device)  # (b, h, batch)
         scores[layer] = (logits.argmax(-1).cpu() == own[:, None]).float().mean(0)
     return scores

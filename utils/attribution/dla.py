@@ -1,8 +1,21 @@
 """Direct logit attribution: what each head (or each component) writes along an
-answer direction, split by the key position it reads from when asked.
+answer direction, split by the key position it read from when asked.
 
-The final norm is *frozen*: its scale is read from the cache of the clean run and
-applied to every component's write, so the parts sum to the whole.
+Everything here is built from two functions:
+
+- :func:`head_writes`, what every head writes into the residual stream at the given
+  positions (``z @ W_O``), optionally projected on directions or split by key;
+- :func:`frozen_final_norm`, which divides such writes by the final norm's scale from
+  the cached run (the norm *frozen*, so the parts add up to the whole) and projects
+  them on directions.
+
+:func:`head_direct_logit_attribution` (per head, averaged over prompts),
+:func:`direct_contributions` (per prompt, heads and MLPs),
+:func:`component_direct_logit_attribution` (embedding, attention layers, MLPs) and
+:func:`head_attribution_by_key` (per head and key) are the two combined. Their tests
+compare them with TransformerLens's ``stack_head_results(apply_ln=True)``,
+``decompose_resid`` and ``logit_attrs``. Positions follow :mod:`utils.core.positions`;
+``None`` means the last position of every prompt.
 """
 
 from __future__ import annotations
@@ -15,37 +28,252 @@ from torch import Tensor
 from transformer_lens.utilities import get_act_name
 
 from utils.attribution.circuits import expand_kv_heads
-from utils.core.heads import check_heads, check_layer
+from utils.core.cache import resolve_positions, take_positions
+from utils.core.models import attention_weight
+
+# ---------------------------------------------------------------------------
+# The two building blocks
+# ---------------------------------------------------------------------------
 
 
-def head_output(model: Any, z: Tensor, layer: int, head: int) -> Tensor:
-    """What one head writes into the residual stream: ``z[..., head, :] @ W_O[layer, head]``.
+def _check_directions(directions: Tensor, batch: int, d_model: int) -> Tensor:
+    """``(batch, d_model)`` directions; one ``(d_model,)`` direction is used for every prompt."""
+    if isinstance(directions, Tensor) and directions.shape == (d_model,):
+        return directions.expand(batch, d_model)
+    if not isinstance(directions, Tensor) or directions.shape != (batch, d_model):
+        shape = tuple(directions.shape) if isinstance(directions, Tensor) else type(directions).__name__
+        raise ValueError(f"directions must have shape ({batch}, {d_model}) or ({d_model},), got {shape}")
+    return directions
+
+
+def head_writes(
+    model: Any,
+    cache: Any,
+    positions: Tensor | None = None,
+    *,
+    directions: Tensor | None = None,
+    by_key: bool = False,
+) -> Tensor:
+    """What every head writes into the residual stream at each prompt's positions.
+
+    Head ``h`` of layer ``l`` writes ``z[l, h] @ W_O[l, h]`` (the survey's Eq. 3:
+    summed over heads, plus ``b_O``, this is the layer's ``hook_attn_out``). Each
+    layer's ``W_O`` is read once per call, from the layer itself
+    (:func:`utils.core.models.attention_weight`), not from the bridge's stacked
+    ``model.W_O``, which is rebuilt at every access.
+
+    With ``directions`` the result is the write projected on each prompt's direction.
+    It is computed by projecting ``W_O`` on the direction first (``d_head`` numbers
+    per head instead of ``d_model``), which TransformerLens does not offer: its
+    ``stack_head_results`` builds every ``d_model``-sized write first.
+
+    With ``by_key`` the write at query ``q`` is split over the keys it read,
+    ``A[q, k] * v_k @ W_O``; summed over keys it is the write. TransformerLens has no
+    such split.
+
+    Note for Gemma 3 (not implemented yet): its post-attention RMSNorm (``ln1_post``)
+    scales each head's write by ``ln1_post``'s weight over the layer's cached scale at
+    the query position, a factor shared by the layer's heads. It belongs here, where
+    each layer's writes are formed, so that every function built on this one gets it.
 
     Args:
-        z: ``hook_z`` of that layer, ``(batch, pos, n_heads, d_head)``.
+        cache: holds ``blocks.{l}.attn.hook_z`` of every layer, or with ``by_key``
+            ``hook_pattern`` and ``hook_v``.
+        positions: ``LongTensor[batch]``, or ``LongTensor[batch, k]`` for several
+            positions per prompt; ``None`` for the last position of every prompt.
+        directions: ``(batch, d_model)`` (or one ``(d_model,)`` for every prompt).
 
     Returns:
-        ``(batch, pos, d_model)``.
+        ``(batch, [k,] n_layers, n_heads[, key_pos][, d_model])``: the ``k`` axis for
+        2-D ``positions``, ``key_pos`` with ``by_key``, ``d_model`` without
+        ``directions``.
     """
-    check_heads(model, [(layer, head)])
-    return z[..., head, :] @ model.W_O[layer, head].to(z.device)
+    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    source = get_act_name("pattern" if by_key else "z", 0)
+    if source not in cache:
+        needed = "hook_pattern and hook_v" if by_key else "hook_z"
+        raise ValueError(f"the cache needs blocks.{{l}}.attn.{needed} of every layer (missing {source})")
+    first = cache[source]
+    batch, n_pos = first.shape[0], first.shape[-2] if by_key else first.shape[1]
+    index = resolve_positions(positions, batch, n_pos)
+    single = index.ndim == 1
+    index = index[:, None] if single else index  # (batch, k)
+    if directions is not None:
+        directions = _check_directions(directions, batch, model.cfg.d_model)
+    rows = []
+    for layer in range(n_layers):
+        W_O = attention_weight(model, "W_O", layer)  # (n_heads, d_head, d_model)
+        if directions is not None:
+            # W_O projected on each prompt's direction: (batch, n_heads, d_head)
+            read_out = torch.einsum("hdm,bm->bhd", W_O.to(first.device), directions.to(first.device))
+        if by_key:
+            pattern = cache[get_act_name("pattern", layer)]  # (batch, head, query, key)
+            attention = take_positions(pattern.transpose(1, 2), index)  # (batch, k, head, key)
+            values = expand_kv_heads(cache[get_act_name("v", layer)], n_heads, head_dim=2)  # (b, key, h, d_head)
+            if directions is None:
+                per_value = torch.einsum("bshd,hdm->bhsm", values, W_O.to(values.device))
+                written = attention[..., None] * per_value[:, None]  # (batch, k, head, key, d_model)
+            else:
+                per_value = torch.einsum("bshd,bhd->bhs", values, read_out)
+                written = attention * per_value[:, None]  # (batch, k, head, key)
+        else:
+            z = take_positions(cache[get_act_name("z", layer)], index)  # (batch, k, head, d_head)
+            if directions is None:
+                written = torch.einsum("bkhd,hdm->bkhm", z, W_O.to(z.device))
+            else:
+                written = (z * read_out[:, None]).sum(dim=-1)  # (batch, k, head)
+        rows.append(written)
+    stacked = torch.stack(rows, dim=2)  # (batch, k, layer, ...)
+    return stacked[:, 0] if single else stacked
 
 
-def all_head_outputs(model: Any, cache: Any, layer: int) -> Tensor:
-    """Every head's write into the residual stream at ``layer``: ``(batch, pos, n_heads, d_model)``."""
-    check_layer(model, layer)
-    z = cache[get_act_name("z", layer)]
-    return torch.einsum("bphd,hdm->bphm", z, model.W_O[layer].to(z.device))
+def frozen_final_norm(
+    cache: Any, values: Tensor, positions: Tensor | None = None, *, directions: Tensor | None = None
+) -> Tensor:
+    """Residual-stream writes read through the final norm *frozen* at the cached run:
+    divided by ``ln_final.hook_scale`` of the same prompt and position, and, with
+    ``directions``, projected on them.
+
+    Freezing the scale makes the attribution linear, so the parts of the residual
+    stream (heads, MLPs, embeddings, biases) add up to the final residual's
+    contribution. In compatibility mode every writing weight is centred, so
+    LayerNorm's centring leaves the writes unchanged and the scale is all that remains.
+
+    Args:
+        values: ``(batch, [k,] ..., d_model)`` writes at ``positions``, or, without
+            ``directions``, any ``(batch, [k,] ...)`` values already projected (e.g.
+            from ``head_writes(..., directions=...)``).
+        positions: the positions the values were taken at, as for :func:`head_writes`.
+        directions: ``(batch, d_model)`` or ``(d_model,)``.
+
+    Returns:
+        ``values`` divided by the scale; with ``directions``, without the last axis.
+    """
+    scale_name = get_act_name("scale")
+    if scale_name not in cache:
+        raise ValueError("the cache needs ln_final.hook_scale (the final norm's scale)")
+    scale = cache[scale_name]  # (batch, pos, 1)
+    batch, n_pos = scale.shape[:2]
+    index = resolve_positions(positions, batch, n_pos)
+    if values.shape[: index.ndim] != index.shape:
+        raise ValueError(
+            f"values {tuple(values.shape)} must start with the positions' shape {tuple(index.shape)}"
+        )
+    if directions is not None:
+        directions = _check_directions(directions, batch, values.shape[-1]).to(values.device)
+        middle = values.ndim - 2  # axes between the batch and d_model
+        values = (values * directions.reshape(batch, *[1] * middle, -1)).sum(dim=-1)
+    at = take_positions(scale, index)[..., 0].to(values.device)  # (batch[, k])
+    return values / at.reshape(*at.shape, *[1] * (values.ndim - at.ndim))
 
 
-def head_attribution_by_key(model: Any, cache: Any, directions: Tensor, pos: int = -1) -> Tensor:
-    """Each head's direct logit attribution at ``pos``, split by the key it read from.
+# ---------------------------------------------------------------------------
+# Direct logit attribution
+# ---------------------------------------------------------------------------
 
-    A head's output at query ``pos`` is a weighted sum over keys,
-    ``sum_k A[pos, k] * v_k W_O``; projecting each term on ``directions`` (divided by the
-    final norm's scale, as in :func:`utils.attribution.dla.head_direct_logit_attribution`) says how
-    much of the head's push toward the answer came from each key position. Summed over
-    keys, the parts give the head's direct logit attribution.
+
+def logit_difference_direction(model: Any, correct_ids: Tensor, incorrect_ids: Tensor) -> Tensor:
+    """Unembedding direction of logit(correct) - logit(incorrect), ``(batch, d_model)``."""
+    W_U = model.W_U
+    return (W_U[:, correct_ids] - W_U[:, incorrect_ids]).T
+
+
+def head_direct_logit_attribution(
+    model: Any, cache: Any, directions: Tensor, positions: Tensor | None = None
+) -> Tensor:
+    """Each head's direct contribution to a logit direction at ``positions``, averaged
+    over the batch.
+
+    Every head's write is divided by the final norm's scale from the same run (so the
+    contributions are in logit units and, with the other components, add up to the
+    logit difference) and projected on ``directions`` (``(batch, d_model)``, e.g. from
+    :func:`logit_difference_direction`). The cache needs ``hook_z`` of every layer and
+    ``ln_final.hook_scale``.
+
+    Returns:
+        ``Tensor[n_layers, n_heads]``.
+    """
+    along = head_writes(model, cache, positions, directions=directions)
+    return frozen_final_norm(cache, along, positions).mean(dim=0)
+
+
+def direct_contributions(
+    model: Any, cache: Any, direction: Tensor, positions: Tensor | None = None
+) -> dict[str, Tensor]:
+    """Per prompt, each head's and each MLP's direct contribution along ``direction``.
+
+    Outputs at ``positions`` are divided by the final norm's scale of the same run, so
+    with ``direction`` from :func:`utils.analysis.directions.sentiment_logit_direction`
+    the values are in logits and, with the embedding and the biases, add up to the
+    sentiment score. The cache needs ``hook_z`` and ``hook_mlp_out`` of every layer and
+    ``ln_final.hook_scale``.
+
+    Returns:
+        ``{"heads": (batch, n_layers, n_heads), "mlp": (batch, n_layers)}``.
+    """
+    if not isinstance(direction, Tensor) or direction.shape != (model.cfg.d_model,):
+        raise ValueError(f"direction must be a tensor of shape ({model.cfg.d_model},)")
+    heads = frozen_final_norm(cache, head_writes(model, cache, positions, directions=direction), positions)
+    mlp_out = _layer_outputs(cache, "mlp_out", positions)  # (batch, n_layers, d_model)
+    return {"heads": heads, "mlp": frozen_final_norm(cache, mlp_out, positions, directions=direction)}
+
+
+def _layer_outputs(cache: Any, name: str, positions: Tensor | None) -> Tensor:
+    """``hook_{name}`` of every layer at ``positions``: ``(batch, n_layers, d_model)``."""
+    if not hasattr(cache, "stack_activation"):
+        raise TypeError(f"reading hook_{name} of every layer needs an ActivationCache (from run_with_cache)")
+    stacked = cache.stack_activation(name).transpose(0, 1)  # (batch, layer, pos, d_model)
+    index = resolve_positions(positions, stacked.shape[0], stacked.shape[2])
+    if index.ndim != 1:
+        raise ValueError(f"positions must have shape ({stacked.shape[0]},): one position per prompt")
+    return take_positions(stacked.transpose(1, 2), index)
+
+
+def component_direct_logit_attribution(
+    model: Any, cache: Any, directions: Tensor, positions: Tensor | None = None
+) -> dict[str, Tensor]:
+    """Direct contribution of the embedding, each attention layer and each MLP, averaged
+    over the batch; the values plus the final-bias term sum to the logit difference.
+
+    The cache must be an ``ActivationCache`` holding ``hook_embed`` (and
+    ``hook_pos_embed`` where the model has learned positions), ``hook_attn_out`` and
+    ``hook_mlp_out`` of every layer and ``ln_final.hook_scale``.
+
+    Returns:
+        ``{"embed": scalar, "attn": Tensor[n_layers], "mlp": Tensor[n_layers]}``.
+    """
+    embed = cache["hook_embed"]
+    if "hook_pos_embed" in cache:
+        embed = embed + cache["hook_pos_embed"]
+    index = resolve_positions(positions, embed.shape[0], embed.shape[1])
+    if index.ndim != 1:
+        raise ValueError(f"positions must have shape ({embed.shape[0]},): one position per prompt")
+    parts = {
+        "embed": take_positions(embed, index),
+        "attn": _layer_outputs(cache, "attn_out", index),
+        "mlp": _layer_outputs(cache, "mlp_out", index),
+    }
+    return {
+        key: frozen_final_norm(cache, value, index, directions=directions).mean(dim=0)
+        for key, value in parts.items()
+    }
+
+
+# ---------------------------------------------------------------------------
+# Split by key position and by source
+# ---------------------------------------------------------------------------
+
+
+def head_attribution_by_key(
+    model: Any, cache: Any, directions: Tensor, positions: Tensor | None = None
+) -> Tensor:
+    """Each head's direct logit attribution at ``positions``, split by the key it read from.
+
+    A head's output at a query is a weighted sum over keys, ``sum_k A[q, k] * v_k W_O``;
+    projecting each term on ``directions`` (through the frozen final norm, as in
+    :func:`head_direct_logit_attribution`) says how much of the head's push toward the
+    answer came from each key position. Summed over keys, the parts give the head's
+    direct logit attribution. TransformerLens has no such split.
 
     Args:
         cache: holds ``blocks.{l}.attn.hook_pattern``, ``blocks.{l}.attn.hook_v`` for
@@ -55,24 +283,8 @@ def head_attribution_by_key(model: Any, cache: Any, directions: Tensor, pos: int
     Returns:
         ``(batch, n_layers, n_heads, key_pos)``.
     """
-    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
-    pattern0 = cache[get_act_name("pattern", 0)]
-    batch = pattern0.shape[0]
-    if not isinstance(directions, Tensor) or directions.shape != (batch, model.cfg.d_model):
-        raise ValueError(
-            f"directions must have shape ({batch}, {model.cfg.d_model}), got "
-            f"{tuple(directions.shape) if isinstance(directions, Tensor) else type(directions).__name__}"
-        )
-    scale = cache[get_act_name("scale")][:, pos]  # (batch, 1)
-    rows = []
-    for layer in range(n_layers):
-        attention = cache[get_act_name("pattern", layer)][:, :, pos, :]  # (batch, head, key)
-        values = expand_kv_heads(cache[get_act_name("v", layer)], n_heads, head_dim=2)  # (b, key, head, d_head)
-        # Project W_O on the direction first: (batch, head, d_head), cheaper than d_model outputs.
-        read_out = torch.einsum("hdm,bm->bhd", model.W_O[layer], directions.to(values.device))
-        per_key = torch.einsum("bkhd,bhd->bhk", values, read_out) * attention
-        rows.append(per_key / scale[:, :, None])
-    return torch.stack(rows, dim=1)
+    along = head_writes(model, cache, positions, directions=directions, by_key=True)
+    return frozen_final_norm(cache, along, positions)
 
 
 @dataclass
@@ -128,11 +340,12 @@ def attribution_by_source(
             raise ValueError(f"prompt {index}: subject positions {list(subject)} must lie in [1, {n_pos - 1}]")
         by_length.setdefault(n_pos, []).append(index)
     parts: dict[str, list[Tensor]] = {"total": [], "subject": [], "relation": [], "bos": []}
+    W_U = model.W_U
     # Prompts of one length share a forward pass; their order does not matter for the mean.
     for n_pos, indices in by_length.items():
         batch = torch.cat([tokens[i] for i in indices])
         _, cache = model.run_with_cache(batch, names_filter=lambda name: name in wanted)
-        directions = model.W_U[:, answer_ids[indices]].T
+        directions = W_U[:, answer_ids[indices]].T
         per_key = head_attribution_by_key(model, cache, directions)  # (b, layer, head, key)
         for row, index in enumerate(indices):
             is_subject = torch.zeros(n_pos, dtype=torch.bool)
@@ -158,93 +371,3 @@ def subject_share(subject: Tensor, relation: Tensor) -> Tensor:
     positive_subject, positive_relation = subject.clamp(min=0), relation.clamp(min=0)
     total = positive_subject + positive_relation
     return torch.where(total > 0, positive_subject / total.clamp(min=1e-12), torch.full_like(total, 0.5))
-
-
-def logit_difference_direction(model: Any, correct_ids: Tensor, incorrect_ids: Tensor) -> Tensor:
-    """Unembedding direction of logit(correct) - logit(incorrect), ``(batch, d_model)``."""
-    W_U = model.W_U
-    return (W_U[:, correct_ids] - W_U[:, incorrect_ids]).T
-
-
-def head_direct_logit_attribution(
-    model: Any, cache: Any, directions: Tensor, pos: int = -1
-) -> Tensor:
-    """Each head's direct contribution to a logit direction at ``pos``.
-
-    Every head's output is divided by the final norm's scale from the same run (so the
-    contributions are in logit units and, with the other components, add up to the
-    logit difference) and projected on ``directions`` (``(batch, d_model)``, e.g. from
-    :func:`logit_difference_direction`); the result is averaged over the batch.
-
-    Returns:
-        ``Tensor[n_layers, n_heads]``.
-    """
-    scale = cache[get_act_name("scale")][:, pos]  # (batch, 1)
-    directions = directions.to(scale.device)
-    # A TransformerBridge assembles the stacked W_O on every access: read it once.
-    W_O = model.W_O
-    rows = []
-    for layer in range(model.cfg.n_layers):
-        z = cache[get_act_name("z", layer)][:, pos]  # (batch, n_heads, d_head)
-        # Project W_O on each prompt's direction first: d_head numbers per head, not d_model.
-        read_out = torch.einsum("hdm,bm->bhd", W_O[layer].to(z.device), directions)
-        projected = (z * read_out).sum(dim=-1)  # (batch, n_heads)
-        rows.append((projected / scale).mean(dim=0))
-    return torch.stack(rows)
-
-
-def component_direct_logit_attribution(
-    model: Any, cache: Any, directions: Tensor, pos: int = -1
-) -> dict[str, Tensor]:
-    """Direct contribution of the embedding, each attention layer and each MLP, averaged
-    over the batch; the values plus the final-bias term sum to the logit difference.
-
-    Returns:
-        ``{"embed": scalar, "attn": Tensor[n_layers], "mlp": Tensor[n_layers]}``.
-    """
-    scale = cache[get_act_name("scale")][:, pos]
-    directions = directions.to(scale.device)
-
-    def project(resid: Tensor) -> Tensor:
-        return (torch.einsum("bm,bm->b", resid[:, pos], directions) / scale[:, 0]).mean()
-
-    embed = cache["hook_embed"]
-    if "hook_pos_embed" in cache:
-        embed = embed + cache["hook_pos_embed"]
-    attn = torch.stack(
-        [project(cache[get_act_name("attn_out", layer)]) for layer in range(model.cfg.n_layers)]
-    )
-    mlp = torch.stack(
-        [project(cache[get_act_name("mlp_out", layer)]) for layer in range(model.cfg.n_layers)]
-    )
-    return {"embed": project(embed), "attn": attn, "mlp": mlp}
-
-
-# ---------------------------------------------------------------------------
-# Who carries the signal
-# ---------------------------------------------------------------------------
-
-
-def direct_contributions(model: Any, cache: Any, direction: Tensor, pos: int = -1) -> dict[str, Tensor]:
-    """Per prompt, each head's and each MLP's direct contribution along ``direction``.
-
-    Outputs at ``pos`` are divided by the final norm's scale of the same run, so with
-    ``direction`` from :func:`sentiment_logit_direction` the values are in logits and,
-    with the embedding and the biases, add up to the sentiment score. The cache needs
-    ``hook_z`` and ``hook_mlp_out`` of every layer and ``ln_final.hook_scale``.
-
-    Returns:
-        ``{"heads": (batch, n_layers, n_heads), "mlp": (batch, n_layers)}``.
-    """
-    if not isinstance(direction, Tensor) or direction.shape != (model.cfg.d_model,):
-        raise ValueError(f"direction must be a tensor of shape ({model.cfg.d_model},)")
-    scale = cache[get_act_name("scale")][:, pos]  # (batch, 1)
-    direction = direction.to(scale.device)
-    heads, mlps = [], []
-    for layer in range(model.cfg.n_layers):
-        z = cache[get_act_name("z", layer)][:, pos]  # (batch, n_heads, d_head)
-        written = torch.einsum("bhd,hdm,m->bh", z, model.W_O[layer].to(z.device), direction)
-        heads.append(written / scale)
-        mlp = cache[get_act_name("mlp_out", layer)][:, pos] @ direction
-        mlps.append(mlp / scale[:, 0])
-    return {"heads": torch.stack(heads, dim=1), "mlp": torch.stack(mlps, dim=1)}

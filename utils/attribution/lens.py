@@ -6,24 +6,32 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import Tensor
-from transformer_lens.utilities import get_act_name
 
+from utils.core.cache import resolve_positions, take_positions
 from utils.core.heads import check_layer
 
 
-def residual_stack(model: Any, cache: Any, pos: int = -1) -> Tensor:
-    """The residual stream at ``pos`` before each block and after the last one.
+def residual_stack(model: Any, cache: Any, positions: Tensor | None = None) -> Tensor:
+    """The residual stream at each prompt's position before each block and after the
+    last one (TransformerLens's ``cache.accumulated_resid``, read at ``positions``).
+
+    Args:
+        cache: an ``ActivationCache`` holding ``hook_resid_pre`` of every layer and
+            ``hook_resid_post`` of the last.
+        positions: ``LongTensor[batch]``; ``None`` for the last position of every prompt.
 
     Returns:
         ``(n_layers + 1, batch, d_model)``; row ``l`` enters block ``l``, the last row is
         what the final norm and the unembedding read.
     """
-    n_layers = model.cfg.n_layers
-    rows = [cache[get_act_name("resid_pre", layer)][:, pos] for layer in range(n_layers)]
-    rows.append(cache[get_act_name("resid_post", n_layers - 1)][:, pos])
-    return torch.stack(rows)
+    if not hasattr(cache, "accumulated_resid"):
+        raise TypeError("residual_stack needs an ActivationCache (from run_with_cache), not a dict")
+    stack = cache.accumulated_resid()  # (n_layers + 1, batch, pos, d_model)
+    index = resolve_positions(positions, stack.shape[1], stack.shape[2])
+    if index.ndim != 1:
+        raise ValueError(f"positions must have shape ({stack.shape[1]},): one position per prompt")
+    return take_positions(stack.permute(1, 2, 0, 3), index).transpose(0, 1)  # via (batch, pos, layer, d)
 
 
 def unembed(model: Any, resid: Tensor) -> Tensor:
@@ -33,13 +41,14 @@ def unembed(model: Any, resid: Tensor) -> Tensor:
     return logits + b_U if b_U is not None else logits
 
 
-def logit_lens(model: Any, cache: Any, pos: int = -1) -> Tensor:
-    """Logits decoded from the residual stream after each layer (nostalgebraist, 2020).
+def logit_lens(model: Any, cache: Any, positions: Tensor | None = None) -> Tensor:
+    """Logits decoded from the residual stream after each layer (nostalgebraist, 2020),
+    at ``positions`` (``None``: the last position of every prompt).
 
     Returns:
         ``(n_layers + 1, batch, d_vocab)``; the last row equals the model's logits.
     """
-    return unembed(model, residual_stack(model, cache, pos))
+    return unembed(model, residual_stack(model, cache, positions))
 
 
 def answer_rank(logits: Tensor, answer_ids: Tensor) -> Tensor:

@@ -3,6 +3,11 @@
 A :data:`Metric` maps logits to one scalar tensor (the batch already averaged); a
 :data:`PerPromptMetric` maps logits to one value per prompt, ``(batch,)``. Every
 intervention in :mod:`utils.interventions` takes a ``Metric``.
+
+The next-token loss is TransformerLens's own: ``model(tokens, return_type="loss",
+loss_per_token=True)`` runs the model, and
+``transformer_lens.utilities.lm_cross_entropy_loss(logits, tokens, per_token=True)``
+reads given logits (both ``(batch, pos - 1)``; they agree on the bridge).
 """
 
 from __future__ import annotations
@@ -39,22 +44,15 @@ def logit_diff(logits: Tensor, correct_ids: Tensor, incorrect_ids: Tensor) -> Te
     return (correct - incorrect).mean()
 
 
-def loss_per_position(logits: Tensor, tokens: Tensor) -> Tensor:
-    """Next-token cross-entropy at each position, ``(batch, pos - 1)``.
-
-    Entry ``[b, i]`` is the loss of predicting ``tokens[b, i + 1]`` from position ``i``.
-    """
-    if logits.ndim != 3 or tokens.ndim != 2 or logits.shape[:2] != tokens.shape:
-        raise ValueError(
-            f"logits (batch, pos, vocab) and tokens (batch, pos) disagree: "
-            f"{tuple(logits.shape)} vs {tuple(tokens.shape)}"
-        )
-    log_probs = logits[:, :-1].log_softmax(dim=-1)
-    targets = tokens[:, 1:].to(logits.device)
-    return -log_probs.gather(-1, targets[..., None]).squeeze(-1)
-
-
+#: Logits ``(batch, pos, d_vocab)`` -> one scalar tensor, the batch already averaged
+#: (e.g. a :func:`logit_diff` closure). Every intervention takes one.
 Metric = Callable[[Tensor], Tensor]
+
+#: Logits ``(batch, pos, d_vocab)`` -> one value per prompt, ``(batch,)`` (e.g.
+#: :func:`utils.data.sentiment.sentiment_score` on fixed ids, or the per-token loss of
+#: ``transformer_lens.utilities.lm_cross_entropy_loss(..., per_token=True)`` averaged
+#: over positions).
+PerPromptMetric = Callable[[Tensor], Tensor]
 
 
 def metric_value(metric: Metric, logits: Tensor) -> Tensor:

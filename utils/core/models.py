@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
 EMBEDDED_MODEL_NAME = "SmolLM2-135M-Instruct"
@@ -231,29 +232,31 @@ def prepare_embedded_model() -> Path:
     return folder
 
 
-class CachedWeights:
-    """A read-only view of a model whose stacked weight matrices are computed once.
+#: The per-layer attention weights a bridge block exposes (``model.blocks[l].attn.<name>``).
+ATTENTION_WEIGHTS = ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V", "b_O")
 
-    A ``TransformerBridge`` assembles ``W_O``, ``W_V`` and the like from its layers on
-    every attribute access, which makes functions that read ``model.W_O[layer]`` inside
-    a loop over layers (direct logit attribution, OV scores) slow. Pass this view to
-    them instead of the model; every other attribute is the model's own.
+
+def attention_weight(model: Any, name: str, layer: int) -> Tensor | None:
+    """One layer's processed attention weight, e.g. ``attention_weight(model, "W_O", 3)``
+    of shape ``(n_heads, d_head, d_model)``; ``None`` for a bias the model does not have.
+
+    A ``TransformerBridge`` assembles its stacked ``model.W_O`` (every layer at once)
+    anew on each access, about 0.5 s on SmolLM2; ``model.blocks[layer].attn.W_O`` is
+    that layer's own tensor, with the same values, in well under a millisecond. Key and
+    value weights keep their ``n_key_value_heads`` heads (see
+    :func:`utils.attribution.circuits.expand_kv_heads`). Objects without ``blocks``
+    that carry only the stacked weights (stand-ins in tests) are indexed instead.
+
+    Raises:
+        ValueError: ``name`` is not one of :data:`ATTENTION_WEIGHTS`.
     """
-
-    WEIGHTS = ("W_Q", "W_K", "W_V", "W_O", "W_U", "W_E", "b_U")
-
-    def __init__(self, model: Any) -> None:
-        if not hasattr(model, "cfg"):
-            raise TypeError(f"expected a model with a cfg, got {type(model).__name__}")
-        self._model = model
-        self._weights: dict[str, Any] = {}
-
-    def __getattr__(self, name: str) -> Any:
-        if name in CachedWeights.WEIGHTS:
-            if name not in self._weights:
-                self._weights[name] = getattr(self._model, name)
-            return self._weights[name]
-        return getattr(self._model, name)
+    if name not in ATTENTION_WEIGHTS:
+        raise ValueError(f"unknown attention weight {name!r}; expected one of {ATTENTION_WEIGHTS}")
+    blocks = getattr(model, "blocks", None)
+    if blocks is not None:
+        return getattr(blocks[layer].attn, name, None)
+    stacked = getattr(model, name, None)
+    return None if stacked is None else stacked[layer]
 
 
 if __name__ == "__main__":

@@ -16,18 +16,10 @@ import torch
 from torch import Tensor
 from transformer_lens.utilities import get_act_name
 
+from utils.core.cache import n_cached_layers, resolve_positions, take_positions
+from utils.core.positions import check_positions
+
 Span = tuple[int, int]
-
-
-def _as_positions(name: str, positions: Any, batch: int, upper: int) -> Tensor:
-    """Validate ``(batch,)`` or ``(batch, k)`` integer positions in ``[0, upper)``."""
-    if not isinstance(positions, Tensor) or positions.dtype not in (torch.int64, torch.int32):
-        raise TypeError(f"{name} must be a LongTensor, got {type(positions).__name__}")
-    if positions.ndim not in (1, 2) or positions.shape[0] != batch:
-        raise ValueError(f"{name} must have shape ({batch},) or ({batch}, k), got {tuple(positions.shape)}")
-    if positions.numel() and (bool((positions < 0).any()) or bool((positions >= upper).any())):
-        raise ValueError(f"{name} has positions outside [0, {upper - 1}]")
-    return positions.long()
 
 
 # ---------------------------------------------------------------------------
@@ -85,8 +77,8 @@ def attention_between(pattern: Tensor, query_pos: Tensor, key_pos: Tensor) -> Te
     """
     check_pattern(pattern, square=False)
     batch, _, n_queries, n_keys = pattern.shape
-    query_pos = _as_positions("query_pos", query_pos, batch, n_queries)
-    key_pos = _as_positions("key_pos", key_pos, batch, n_keys)
+    query_pos = check_positions("query_pos", query_pos, batch, n_queries)
+    key_pos = check_positions("key_pos", key_pos, batch, n_keys)
     if query_pos.ndim != 1:
         raise ValueError(f"query_pos must have shape ({batch},), got {tuple(query_pos.shape)}")
     rows = torch.arange(batch, device=pattern.device)
@@ -111,12 +103,12 @@ def attention_received(pattern: Tensor, key_pos: Tensor, lengths: Tensor | None 
     """
     check_pattern(pattern, square=False)
     batch, _, n_queries, n_keys = pattern.shape
-    key_pos = _as_positions("key_pos", key_pos, batch, n_keys)
+    key_pos = check_positions("key_pos", key_pos, batch, n_keys)
     if key_pos.ndim != 1:
         raise ValueError(f"key_pos must have shape ({batch},), got {tuple(key_pos.shape)}")
     if lengths is None:
         lengths = torch.full((batch,), n_queries)
-    lengths = _as_positions("lengths", lengths - 1, batch, n_queries) + 1
+    lengths = check_positions("lengths", lengths - 1, batch, n_queries) + 1
     if bool((key_pos >= lengths - 1).any()):
         raise ValueError("each key position needs at least one later query inside the prompt")
     rows = torch.arange(batch, device=pattern.device)
@@ -144,8 +136,8 @@ def relation_accuracy(
     """
     check_pattern(pattern, square=False)
     batch, _, n_queries, n_keys = pattern.shape
-    dependent_pos = _as_positions("dependent_pos", dependent_pos, batch, n_queries)
-    head_pos = _as_positions("head_pos", head_pos, batch, n_keys)
+    dependent_pos = check_positions("dependent_pos", dependent_pos, batch, n_queries)
+    head_pos = check_positions("head_pos", head_pos, batch, n_keys)
     if dependent_pos.ndim != 1 or head_pos.ndim != 1:
         raise ValueError("dependent_pos and head_pos must both have shape (batch,)")
     if isinstance(skip_first, bool) or not isinstance(skip_first, int) or skip_first < 0:
@@ -238,26 +230,34 @@ class OptionAttention:
     favourite: Tensor
 
 
-def option_attention(cache: Any, option_positions: Tensor, *, query_pos: int = -1) -> OptionAttention:
-    """Summarise every head's attention from ``query_pos`` over the option positions.
+def option_attention(
+    cache: Any, option_positions: Tensor, *, query_positions: Tensor | None = None
+) -> OptionAttention:
+    """Summarise every head's attention from ``query_positions`` over the option positions.
 
     Args:
         cache: holds ``blocks.{l}.attn.hook_pattern`` for every layer.
         option_positions: ``LongTensor[batch, n_options]``, e.g. the letters A-D.
+        query_positions: ``LongTensor[batch]``; ``None`` for the last position of every prompt.
     """
     if not isinstance(option_positions, Tensor) or option_positions.ndim != 2 or option_positions.shape[1] < 2:
         raise ValueError("option_positions must be a LongTensor of shape (batch, n_options >= 2)")
-    layers = []
-    n_layers = 0
-    while get_act_name("pattern", n_layers) in cache:
-        layers.append(cache[get_act_name("pattern", n_layers)][:, :, query_pos])  # (batch, head, key)
-        n_layers += 1
-    if not layers:
+    n_layers = n_cached_layers(cache, "pattern")
+    if n_layers == 0:
         raise ValueError("the cache holds no blocks.{l}.attn.hook_pattern entries")
-    attention = torch.stack(layers, dim=1)  # (batch, layer, head, key)
-    batch, _, _, n_keys = attention.shape
+    first = cache[get_act_name("pattern", 0)]
+    batch, n_queries = first.shape[0], first.shape[2]
     if option_positions.shape[0] != batch:
         raise ValueError(f"{option_positions.shape[0]} rows of option positions for a batch of {batch}")
+    queries = _one_per_prompt(
+        "query_positions", resolve_positions(query_positions, batch, n_queries), batch, n_queries
+    )
+    layers = [
+        take_positions(cache[get_act_name("pattern", layer)].transpose(1, 2), queries)  # (batch, head, key)
+        for layer in range(n_layers)
+    ]
+    attention = torch.stack(layers, dim=1)  # (batch, layer, head, key)
+    n_keys = attention.shape[-1]
     if bool((option_positions < 0).any()) or bool((option_positions >= n_keys).any()):
         raise ValueError(f"option positions must lie in [0, {n_keys - 1}]")
     index = option_positions.to(attention.device)[:, None, None, :].expand(*attention.shape[:3], -1)
@@ -289,14 +289,12 @@ def check_pattern(pattern: Tensor, *, square: bool = True) -> None:
         )
 
 
-def _check_positions(name: str, positions: Tensor, batch: int, n_keys: int) -> Tensor:
-    if not isinstance(positions, Tensor) or positions.dtype not in (torch.int64, torch.int32):
-        raise TypeError(f"{name} must be a LongTensor of shape (batch,)")
-    if positions.shape != (batch,):
+def _one_per_prompt(name: str, positions: Tensor, batch: int, n_keys: int) -> Tensor:
+    """``positions`` checked to be a ``LongTensor[batch]`` with values in ``[0, n_keys)``."""
+    positions = check_positions(name, positions, batch, n_keys)
+    if positions.ndim != 1:
         raise ValueError(f"{name} must have shape ({batch},), got {tuple(positions.shape)}")
-    if bool((positions < 0).any()) or bool((positions >= n_keys).any()):
-        raise ValueError(f"{name} has positions outside [0, {n_keys - 1}]: {positions.tolist()}")
-    return positions.long()
+    return positions
 
 
 def _check_period(period: int, seq_len: int, minimum: int) -> None:
@@ -363,9 +361,7 @@ def head_scores(
     if isinstance(drop_first, bool) or not isinstance(drop_first, int) or drop_first < 0:
         raise ValueError(f"drop_first must be a non-negative int, got {drop_first!r}")
     if n_layers is None:
-        n_layers = 0
-        while get_act_name("pattern", n_layers) in cache:
-            n_layers += 1
+        n_layers = n_cached_layers(cache, "pattern")
     if n_layers == 0:
         raise ValueError("the cache holds no blocks.{l}.attn.hook_pattern entries")
     rows = []

@@ -11,7 +11,8 @@ import torch
 from torch import Tensor
 from transformer_lens.utilities import get_act_name
 
-from utils.scores.patterns import _as_positions, _check_positions, check_pattern
+from utils.core.positions import check_positions
+from utils.scores.patterns import _one_per_prompt, check_pattern
 
 # ---------------------------------------------------------------------------
 # Retrieval on long prompts
@@ -40,7 +41,7 @@ def attention_rows(
     """
     if not isinstance(tokens, Tensor) or tokens.ndim != 2:
         raise ValueError("tokens must be a (batch, pos) tensor")
-    query_pos = _as_positions("query_pos", query_pos, tokens.shape[0], tokens.shape[1])
+    query_pos = check_positions("query_pos", query_pos, tokens.shape[0], tokens.shape[1])
     if query_pos.ndim != 2:
         raise ValueError(f"query_pos must have shape ({tokens.shape[0]}, n_queries)")
     kept: dict[int, Tensor] = {}
@@ -78,7 +79,7 @@ def retrieval_scores(rows: Tensor, target_pos: Tensor) -> Tensor:
     if not isinstance(rows, Tensor) or rows.ndim != 5:
         raise ValueError("rows must have shape (n_layers, batch, n_heads, n_queries, pos)")
     n_layers, batch, n_heads, n_queries, n_keys = rows.shape
-    target_pos = _as_positions("target_pos", target_pos, batch, n_keys)
+    target_pos = check_positions("target_pos", target_pos, batch, n_keys)
     if target_pos.shape != (batch, n_queries):
         raise ValueError(f"target_pos must have shape ({batch}, {n_queries}), got {tuple(target_pos.shape)}")
     flat_targets = target_pos.reshape(-1)
@@ -102,8 +103,8 @@ def retrieval_score(pattern: Tensor, query_pos: Tensor, target_pos: Tensor) -> T
     """
     check_pattern(pattern, square=False)
     batch, _, n_queries, n_keys = pattern.shape
-    query_pos = _check_positions("query_pos", query_pos, batch, n_queries)
-    target_pos = _check_positions("target_pos", target_pos, batch, n_keys)
+    query_pos = _one_per_prompt("query_pos", query_pos, batch, n_queries)
+    target_pos = _one_per_prompt("target_pos", target_pos, batch, n_keys)
     rows = torch.arange(batch, device=pattern.device)
     at_query = pattern[rows, :, query_pos.to(pattern.device), :]  # (batch, n_heads, key_pos)
     top_key = at_query.argmax(dim=-1)
@@ -124,8 +125,8 @@ def negative_attention_score(pattern: Tensor, yes_pos: Tensor, no_pos: Tensor) -
     """
     check_pattern(pattern, square=False)
     batch, n_heads, n_queries, n_keys = pattern.shape
-    yes_pos = _check_positions("yes_pos", yes_pos, batch, n_keys)
-    no_pos = _check_positions("no_pos", no_pos, batch, n_keys)
+    yes_pos = _one_per_prompt("yes_pos", yes_pos, batch, n_keys)
+    no_pos = _one_per_prompt("no_pos", no_pos, batch, n_keys)
     if bool((yes_pos == no_pos).any()):
         raise ValueError("yes_pos and no_pos must differ in every batch item")
     rows = torch.arange(batch, device=pattern.device)

@@ -24,7 +24,6 @@ from utils.course.checks import Case, Hook, check_against_reference, run_hook
 from utils.data.ioi import ioi_dataset
 from utils.interventions.hooks import replace_heads_hooks
 from utils.core.metrics import logit_diff
-from utils.core.models import CachedWeights
 
 __all__ = [
     "check_mean_ablation_hook",
@@ -162,7 +161,6 @@ def check_direct_effect(
     ioi = ioi_dataset(model, 2, seed=4)
     reference_prompts = ioi_dataset(model, 4, seed=5)
     tokens = ioi.clean_tokens
-    weights = CachedWeights(model)  # the bridge would rebuild W_O at every access
     values = {
         "zero": ablation_values(model, tokens, "zero"),
         "mean": ablation_values(
@@ -177,11 +175,11 @@ def check_direct_effect(
 
     def learner(layer: int, head: int, method: str) -> Any:
         with torch.no_grad():
-            return fn(weights, tokens, layer, head, metric, values[method])
+            return fn(model, tokens, layer, head, metric, values[method])
 
     def reference(layer: int, head: int, method: str) -> float:
         replacement = values[method]
-        effects = head_effects(weights, tokens, [(layer, head)], metric, replacement)
+        effects = head_effects(model, tokens, [(layer, head)], metric, replacement)
         return effects.direct
 
     cases = [

@@ -21,7 +21,6 @@ from utils.course.checks import Case, Hook, check_against_reference, run_hook
 from utils.interventions.hooks import replace_heads_hooks
 from utils.attribution.dla import head_direct_logit_attribution
 from utils.scores.patterns import induction_score, previous_token_score
-from utils.core.models import CachedWeights
 
 __all__ = [
     "random_attention_pattern",
@@ -201,7 +200,6 @@ def check_head_dla(
             prompts are used.
         directions: ``(batch, d_model)`` unembedding directions for that batch.
     """
-    weights = CachedWeights(model)  # the bridge would rebuild W_O at every access
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
     names = [get_act_name("z", layer) for layer in range(n_layers)]
     names.append(get_act_name("scale"))
@@ -214,13 +212,14 @@ def check_head_dla(
     def reference(
         cache: dict, directions: Tensor, layer: int, head: int, pos: int
     ) -> float:
-        every_head = head_direct_logit_attribution(weights, cache, directions, pos=pos)
+        at = torch.full((directions.shape[0],), pos % n_pos)  # one position per prompt
+        every_head = head_direct_logit_attribution(model, cache, directions, at)
         return float(every_head[layer, head])
 
     def learner(
         cache: dict, directions: Tensor, layer: int, head: int, pos: int
     ) -> Any:
-        return fn(weights, cache, directions, layer, head, pos)
+        return fn(model, cache, directions, layer, head, pos)
 
     middle, d = n_layers // 2, directions
     cases = [

@@ -22,7 +22,6 @@ from utils.interventions.knockout import attention_knockout_hooks
 from utils.analysis.classify import classify_by_source
 from utils.attribution.dla import head_attribution_by_key
 from utils.scores.retrieval import negative_attention_score
-from utils.core.models import CachedWeights
 
 __all__ = [
     "check_negative_attention_score",
@@ -146,7 +145,6 @@ def check_head_attribution_by_key(
         answer_ids: ``(n_prompts,)``, the answer of each prompt.
     """
     batch, answers = _same_length_batch(list(tokens), answer_ids, limit=4)
-    weights = CachedWeights(model)  # the bridge would rebuild W_O at every access
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
     wanted = {get_act_name("scale")}
     for layer in range(n_layers):
@@ -155,13 +153,13 @@ def check_head_attribution_by_key(
         _, full = model.run_with_cache(batch, names_filter=lambda name: name in wanted)
     cache = {name: full[name].detach().clone() for name in wanted}
     one = {name: tensor[:1].clone() for name, tensor in cache.items()}
-    directions = weights.W_U[:, answers.to(weights.W_U.device)].T.detach().clone()
+    directions = model.W_U[:, answers.to(model.W_U.device)].T.detach().clone()
 
     def reference(cache: dict, directions: Tensor, layer: int, head: int) -> Tensor:
-        return head_attribution_by_key(weights, cache, directions)[:, layer, head]
+        return head_attribution_by_key(model, cache, directions)[:, layer, head]
 
     def learner(cache: dict, directions: Tensor, layer: int, head: int) -> Any:
-        return fn(weights, cache, directions, layer, head)
+        return fn(model, cache, directions, layer, head)
 
     last, middle, d = n_layers - 1, n_layers // 2, directions
     # Heads 1 and n_heads // 2 + 1 read a key/value head other than head % n_kv_heads
