@@ -285,6 +285,15 @@ def test_parity_training_lowers_the_state_loss():
     assert history["iteration"].shape == (2, 2, 1)  # (checkpoints, layers, heads)
 
 
+def test_train_restores_the_thread_count():
+    before = torch.get_num_threads()
+    train(ToyTransformer(TINY), lambda g: tokens(), n_steps=2, num_threads=1)
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="num_threads"):
+        train(ToyTransformer(TINY), lambda g: tokens(), n_steps=2, num_threads=0)
+    assert torch.get_num_threads() == before
+
+
 def test_train_rejects_bad_arguments():
     model = ToyTransformer(TINY)
     with pytest.raises(ValueError, match="n_steps"):
