@@ -72,7 +72,3 @@ def metric_value(metric: Metric, logits: Tensor) -> Tensor:
             "over the batch (e.g. with .mean())"
         )
     return value
-
-
-#: Logits -> one value per prompt, ``(batch,)`` (or one row per prompt, ``(batch, ...)``).
-PerPromptMetric = Callable[[Tensor], Tensor]
