@@ -129,7 +129,9 @@ def train(
     if num_threads is not None:
         torch.set_num_threads(num_threads)
     try:
-        return _train(model, sample_batch, n_steps, lr, weight_decay, seed, eval_every, evaluate, loss_fn)
+        # Training needs gradients even where the caller turned them off globally.
+        with torch.enable_grad():
+            return _train(model, sample_batch, n_steps, lr, weight_decay, seed, eval_every, evaluate, loss_fn)
     finally:
         torch.set_num_threads(previous_threads)
 
