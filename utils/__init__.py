@@ -20,7 +20,13 @@ Laid out by concept, not by chapter (the book page "The course library",
 
 __version__ = "0.1.0"
 
+import os as _os
 import warnings as _warnings
+
+# Progress bars (TransformerLens's patching loop draws one) go to stderr, which the book
+# build reports as a warning; the course prints its own summaries instead. tqdm reads
+# this setting when it is first imported, which happens after this package's import.
+_os.environ.setdefault("TQDM_DISABLE", "1")
 
 # Outside Jupyter widgets, tqdm warns on import in every notebook; the course shows no
 # progress bars, so the warning is noise in the book.
