@@ -62,6 +62,21 @@ def test_ablation_values_shapes_and_meaning(ioi_small):
     assert torch.allclose(resample[0], cache[get_act_name("z", 0)][order])
 
 
+def test_ablation_values_from_an_existing_cache(ioi_small):
+    model, ioi, _ = ioi_small
+    tokens = ioi.clean_tokens
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens, names_filter=lambda name: name.endswith("hook_z"))
+    for method in ("mean", "resample"):
+        fresh = ablation_values(model, tokens, method)
+        reused = ablation_values(model, tokens, method, reference_cache=cache)
+        assert all(torch.equal(a, b) for a, b in zip(fresh, reused)), method
+    with pytest.raises(ValueError, match="lacks"):
+        ablation_values(model, tokens, "mean", reference_cache={})
+    with pytest.raises(ValueError, match="reference prompts"):
+        ablation_values(model, tokens[:2], "mean", reference_tokens=tokens[:2], reference_cache=cache)
+
+
 def test_single_head_sweep_matches_the_shared_hooks(ioi_small):
     model, ioi, metric = ioi_small
     tokens = ioi.clean_tokens

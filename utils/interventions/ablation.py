@@ -56,6 +56,7 @@ def ablation_values(
     *,
     reference_tokens: Tensor | None = None,
     seed: int = 0,
+    reference_cache: Any | None = None,
 ) -> list[Tensor]:
     """Per layer, what an ablated head's output (``hook_z``) is replaced with.
 
@@ -67,6 +68,8 @@ def ablation_values(
             ``tokens``); ``tokens`` itself by default. When resampling from ``tokens``
             itself, prompt ``b`` gets the activations of another prompt (a seeded
             derangement of the batch).
+        reference_cache: a cache of the reference prompts' run that holds every layer's
+            ``hook_z``, when the chapter has one already: it saves a forward pass.
 
     Returns:
         One tensor per layer, broadcastable to ``(batch, pos, n_heads, d_head)``.
@@ -93,8 +96,16 @@ def ablation_values(
             f"got {reference.shape[0]}"
         )
     names = [get_act_name("z", layer) for layer in range(n_layers)]
-    with torch.no_grad():
-        _, cache = model.run_with_cache(reference, names_filter=names)
+    if reference_cache is not None:
+        missing = [name for name in names if name not in reference_cache]
+        if missing:
+            raise ValueError(f"reference_cache lacks {missing[0]} (and {len(missing) - 1} more hook_z)")
+        if reference_cache[names[0]].shape[:2] != reference.shape:
+            raise ValueError("reference_cache does not come from a run on the reference prompts")
+        cache = reference_cache
+    else:
+        with torch.no_grad():
+            _, cache = model.run_with_cache(reference, names_filter=names)
     if method == "mean":
         return [cache[name].mean(dim=0, keepdim=True) for name in names]
     if reference_tokens is None:
