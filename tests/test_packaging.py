@@ -20,8 +20,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-#: Files that are not Python but that the package reads at run time.
-DATA_FILES = ["utils/course/taxonomy.yaml"]
+#: Files that are not Python but that the package reads at run time: the taxonomy and the
+#: findings registry, one file per model.
+DATA_FILES = [
+    "utils/course/taxonomy.yaml",
+    *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "utils" / "course" / "findings").glob("*.yaml")),
+]
 
 
 def packages_on_disk() -> list[str]:
@@ -74,6 +78,11 @@ def test_the_wheel_holds_every_module_and_the_data_files(wheel_files):
     for data in DATA_FILES:
         assert (ROOT / data).is_file(), data
         assert data in wheel_files, f"{data} is missing from the wheel: add it to package-data"
+
+
+def test_the_registry_of_both_models_is_package_data():
+    assert "utils/course/findings/SmolLM2-135M-Instruct.yaml" in DATA_FILES
+    assert "utils/course/findings/gemma-3-270m.yaml" in DATA_FILES
 
 
 def test_the_data_files_are_all_that_is_not_python():

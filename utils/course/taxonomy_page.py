@@ -1,8 +1,16 @@
-"""The page ``book/taxonomy.md``, rendered from the taxonomy's data.
+"""The page ``book/taxonomy.md``, rendered from the taxonomy's data and the findings
+registry.
+
+The taxonomy (``utils/course/taxonomy.yaml``) gives each head type's stage, description,
+papers and chapter; the findings registry (:mod:`utils.course.findings`) gives what the
+course measured: for each head type and model, the strongest evidence level among the
+registry's entries of that head type and the top head of that entry. A head type counts
+as measured only when the registry holds an experiment for it on every model (any level,
+*not found* and *needs scale* included); otherwise the page says "not yet measured".
 
 Run ``python -m utils.course.taxonomy`` (or this module) after editing
-``utils/course/taxonomy.yaml``; ``tests/test_taxonomy.py`` fails while the committed page
-is stale.
+``utils/course/taxonomy.yaml`` or a registry file; ``tests/test_taxonomy.py`` fails while
+the committed page is stale.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ from pathlib import Path
 from typing import Iterable
 
 from utils.course.chapters import chapter_label, chapter_link, chapter_slugs
+from utils.course.findings import EVIDENCE_LEVELS, REGISTRY_DIR, Finding, Registry, load_registries
 from utils.course.taxonomy import (
     BENCHMARKS,
     HEAD_TYPES,
@@ -23,7 +32,7 @@ from utils.course.taxonomy import (
     head_types_by_stage,
 )
 
-__all__ = ["render_taxonomy_markdown", "write_taxonomy_page"]
+__all__ = ["render_taxonomy_markdown", "write_taxonomy_page", "strongest_finding", "head_type_evidence"]
 
 
 def _cell(text: str) -> str:
@@ -43,10 +52,52 @@ def _where(
     """Return the 'where in the course' cell: a link if the chapter is in the book."""
     if chapter is not None and chapter in covered:
         return chapter_link(chapter, section)
-    text = "not yet covered"
+    text = "no chapter yet"
     if planned:
         text += " (planned: " + ", ".join(chapter_label(p) for p in planned) + ")"
     return text
+
+
+def strongest_finding(registry: Registry | None, head_type: str) -> Finding | None:
+    """The entry of ``registry`` with the strongest evidence for ``head_type`` (causal
+    before score before not found before needs scale; then the one with heads, then by
+    id), or ``None`` when the registry has none."""
+    if registry is None:
+        return None
+    entries = [e for e in registry.entries.values() if e.head_type == head_type]
+    if not entries:
+        return None
+    return min(entries, key=lambda e: (EVIDENCE_LEVELS.index(e.evidence), not e.heads, e.id))
+
+
+def _level(entry: Finding) -> str:
+    text = entry.evidence
+    if entry.heads:
+        text += f", {entry.heads[0]}"
+    if entry.evidence == "needs scale" and entry.model_to_use:
+        text += f" (use {entry.model_to_use})"
+    return text
+
+
+def head_type_evidence(head_type: str, registries: dict[str, Registry]) -> tuple[bool, str]:
+    """Whether a head type is measured on every model, and the page's cell for it.
+
+    The cell gives, per model, the strongest evidence and the top head
+    (:func:`strongest_finding`) - or "not yet measured" followed by what partial results
+    there are - and the toy models' result when they have one (which does not count).
+    """
+    models = [r for r in registries.values() if not r.is_toy]
+    found = [(r, strongest_finding(r, head_type)) for r in models]
+    measured = bool(models) and all(entry is not None for _, entry in found)
+    parts = [f"{r.label}: {_level(e)}" for r, e in found if e is not None]
+    if measured:
+        text = "; ".join(parts)
+    else:
+        text = "not yet measured" + (f" (so far {'; '.join(parts)})" if parts else "")
+    toy = strongest_finding(next((r for r in registries.values() if r.is_toy), None), head_type)
+    if toy is not None:
+        text += f"; toy models: {_level(toy)}"
+    return measured, text
 
 
 def _stage_anchor(code: str) -> str:
@@ -54,28 +105,36 @@ def _stage_anchor(code: str) -> str:
     return f"taxonomy-{code.lower()}"
 
 
-def render_taxonomy_markdown(covered: Iterable[str] | None = None) -> str:
+def render_taxonomy_markdown(
+    covered: Iterable[str] | None = None, registries: dict[str, Registry] | None = None
+) -> str:
     """Render the full taxonomy as a MyST Markdown page.
 
     The page has a title, an introduction, one table of head types per stage
     (name, sub-category, what it does, papers as ``{cite}`` roles, where in the
-    course), a table of discovery methods and a table of benchmarks. An item's chapter
-    is linked only if the chapter is in the book; otherwise the cell reads
-    "not yet covered".
+    course, what the registry measured), a table of discovery methods and a table of
+    benchmarks. An item's chapter is linked only if the chapter is in the book;
+    otherwise the cell reads "no chapter yet". The measured column comes from the
+    findings registry (:func:`head_type_evidence`).
 
     Args:
         covered: slugs of the chapters the book has; by default those of ``_toc.yml``
             (not the notebooks on disk, so that an unfinished notebook lying in a
             working tree does not change the page).
+        registries: the findings registry by model key; by default the committed one
+            (``utils/course/findings/``, not ``$COURSE_FINDINGS_DIR``).
 
     Returns:
         The page as a string ending in a newline.
     """
     covered = chapter_slugs() if covered is None else frozenset(covered)
+    registries = load_registries(REGISTRY_DIR) if registries is None else registries
+    evidence = {head.name: head_type_evidence(head.name, registries) for head in HEAD_TYPES}
+    model_labels = " and ".join(r.label for r in registries.values() if not r.is_toy)
     lines: list[str] = []
     add = lines.append
-    add("% This page is generated from utils/course/taxonomy.yaml by utils.course.taxonomy_page.")
-    add("% Do not edit it by hand: edit the YAML file and run `python -m utils.course.taxonomy`.")
+    add("% Generated from utils/course/taxonomy.yaml and utils/course/findings/*.yaml by utils.course.taxonomy_page.")
+    add("% Do not edit it by hand: edit the YAML files and run `python -m utils.course.taxonomy`.")
     add("")
     add("(taxonomy)=")
     add("# Taxonomy of attention heads")
@@ -91,10 +150,21 @@ def render_taxonomy_markdown(covered: Iterable[str] | None = None) -> str:
     )
     add("")
     add(
-        "The last column says where the course demonstrates each item on a real "
-        "model. Entries marked *not yet covered* have no chapter yet; the planned "
-        "chapter is given in brackets."
+        "The column *Where in the course* links the chapter that demonstrates each item; "
+        "items marked *no chapter yet* give the planned chapter in brackets. The column "
+        "*Measured* comes from the course's findings registry (one file per model, "
+        f"{model_labels}; see [](two_models.md)): for each model, the strongest evidence "
+        "level among the registry's experiments on that head type - *causal* (an "
+        "intervention against a control), *score* (attention or attribution only), "
+        "*not found* (measured and absent) or *needs scale* (not testable at this size) - "
+        "and the top head of that experiment. A head type counts as measured only once "
+        "the registry holds an experiment for it on both models; otherwise the cell says "
+        "*not yet measured*. Results on the small models trained in chapter 16 are given "
+        "beside, and do not count."
     )
+    add("")
+    n_measured = sum(measured for measured, _ in evidence.values())
+    add(f"So far {n_measured} of the {len(HEAD_TYPES)} head types are measured on both models.")
     add("")
     n_heads = len(HEAD_TYPES)
     counts = ", ".join(
@@ -126,8 +196,8 @@ def render_taxonomy_markdown(covered: Iterable[str] | None = None) -> str:
             f"{where_stage}."
         )
         add("")
-        add("| Head type | Sub-category | What it does | Papers | Where in the course |")
-        add("|---|---|---|---|---|")
+        add("| Head type | Sub-category | What it does | Papers | Where in the course | Measured |")
+        add("|---|---|---|---|---|---|")
         for head in head_types_by_stage(code):
             name = head.name if head.in_figure_7 else f"{head.name} (text only)"
             if head.aliases:
@@ -146,6 +216,7 @@ def render_taxonomy_markdown(covered: Iterable[str] | None = None) -> str:
                         _cell(head.description),
                         _cite(head.papers),
                         _where(head.chapter, head.section, head.planned_chapters, covered),
+                        _cell(evidence[head.name][1]),
                     ]
                 )
                 + " |"
