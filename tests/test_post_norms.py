@@ -210,3 +210,22 @@ def test_qk_circuit_keeps_the_qk_norm_gains_and_warns_about_their_scales(run):
     q = cache[f"{attn}.hook_q_normed"][0, head] * cache[f"{attn}.q_norm.hook_scale"][0, head]
     k = cache[f"{attn}.hook_k_normed"][0, kv_head] * cache[f"{attn}.k_norm.hook_scale"][0, kv_head]
     assert_close(x @ qk @ x.T, q @ k.T, rtol=1e-3)
+
+
+def test_direct_effect_with_frozen_post_norms_is_the_hand_computation(run):
+    """What chapter 11's exercise computes: the head's change of ``z @ W_O`` times the
+    frozen post-norm factor, added to the final residual stream (final norm recomputed)."""
+    model, tokens, _, _, correct, incorrect = run
+    metric = lambda logits: logit_diff(logits, correct, incorrect)  # noqa: E731
+    layer, head = model.cfg.n_layers - 1, model.cfg.n_heads - 1
+    zeros = ablation_values(model, tokens, "zero")
+    final = get_act_name("resid_post", model.cfg.n_layers - 1)
+    logits, cache = model.run_with_cache(tokens, names_filter=[get_act_name("z", layer), final])
+    z = cache[get_act_name("z", layer)][:, :, head]
+    delta = (zeros[layer].expand_as(cache[get_act_name("z", layer)])[:, :, head] - z) @ model.blocks[layer].attn.W_O[head]
+    factor = post_norm_factor(model, cache, layer)
+    if factor is not None:
+        delta = delta * factor
+    by_hand = float(metric(model.unembed(model.ln_final(cache[final] + delta))) - metric(logits))
+    effects = head_effects(model, tokens, [(layer, head)], metric, zeros, post_norm="frozen")
+    assert abs(effects.direct - by_hand) <= 1e-3 * max(1.0, abs(by_hand))
