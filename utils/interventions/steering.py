@@ -43,6 +43,7 @@ def steering_sweep(
     metric: PerPromptMetric,
     *,
     start_pos: int = 1,
+    last_position_only: bool = False,
 ) -> Tensor:
     """``metric`` after adding ``alpha * direction`` to the residual stream entering
     ``layer`` (at every position from ``start_pos`` on), for every alpha at once.
@@ -53,6 +54,9 @@ def steering_sweep(
     Args:
         metric: logits ``(batch, pos, d_vocab)`` -> one value or one row per prompt,
             ``(batch, ...)``, e.g. a :func:`utils.data.sentiment.sentiment_score` closure.
+        last_position_only: unembed only the last position (the metric then gets
+            ``(batch, 1, d_vocab)``): much cheaper with a large vocabulary, for a metric
+            that reads the last position only.
 
     Returns:
         ``(len(alphas), batch, ...)``.
@@ -64,7 +68,8 @@ def steering_sweep(
             model, layer, direction, alpha, start_pos=start_pos, rows=rows))
         for index, alpha in enumerate(alphas)
     }
-    return _stack(run_variants(model, tokens, variants, readout=_per_prompt(metric, tokens.shape[0])))
+    return _stack(run_variants(model, tokens, variants, readout=_per_prompt(metric, tokens.shape[0]),
+                               last_position_only=last_position_only))
 
 
 def _per_prompt(metric: PerPromptMetric, batch: int):
@@ -90,6 +95,7 @@ def head_addition_sweep(
     *,
     scale: float = 1.0,
     positions: Tensor | None = None,
+    last_position_only: bool = False,
 ) -> Tensor:
     """``metric`` after adding ``scale * z_directions`` to each set of heads in turn.
 
@@ -100,6 +106,7 @@ def head_addition_sweep(
     Args:
         positions: ``LongTensor[batch]``, change only this position of each prompt;
             ``None`` changes every position.
+        last_position_only: as in :func:`steering_sweep`.
 
     Returns:
         ``(len(head_sets), batch, ...)``.
@@ -112,7 +119,8 @@ def head_addition_sweep(
             model, heads, z_directions, scale, positions=positions, rows=rows))
         for index, heads in enumerate(sets)
     }
-    return _stack(run_variants(model, tokens, variants, readout=_per_prompt(metric, tokens.shape[0])))
+    return _stack(run_variants(model, tokens, variants, readout=_per_prompt(metric, tokens.shape[0]),
+                               last_position_only=last_position_only))
 
 
 def removed_direct_effect(
