@@ -23,7 +23,9 @@ applies to that norm: ``"recomputed"`` re-normalises the layer's output with the
 chosen heads changed and the layer's other heads at their clean values (the change of
 ``hook_attn_out`` such a layer would really write); ``"frozen"`` keeps the clean run's
 post-norm scale, so the change is ``change of z @ W_O * g / s`` and direct effects add
-up (and equal differences of direct logit attribution). See :func:`write_change`.
+up (and equal differences of direct logit attribution). ``post_norm=`` chooses for the
+post-attention norms separately (e.g. frozen post-norms with a recomputed final norm).
+See :func:`write_change`.
 """
 
 from __future__ import annotations
@@ -142,11 +144,14 @@ def _replacement_runs(
     values: Sequence[Tensor],
     final_norm: str,
     extra_names: Sequence[str] = (),
+    post_norm: str | None = None,
 ) -> _Runs:
     """The clean run, the run with ``heads`` replaced, and the clean run with only the
     change of the heads' writes added to the final residual stream."""
     if final_norm not in FINAL_NORMS:
         raise ValueError(f"final_norm must be one of {FINAL_NORMS}, got {final_norm!r}")
+    if post_norm is not None and post_norm not in FINAL_NORMS:
+        raise ValueError(f"post_norm must be None or one of {FINAL_NORMS}, got {post_norm!r}")
     if not isinstance(tokens, Tensor) or tokens.ndim != 2:
         raise ValueError("tokens must be a (batch, pos) tensor of token ids")
     grouped = by_layer(model, heads)
@@ -155,7 +160,8 @@ def _replacement_runs(
         clean_logits, clean_cache = model.run_with_cache(tokens, names_filter=names)
         with model.hooks(fwd_hooks=replace_heads_hooks(model, heads, values)):
             total_logits, total_cache = model.run_with_cache(tokens, names_filter=names)
-        delta = write_change(model, clean_cache, total_cache, heads, final_norm=final_norm)
+        post = final_norm if post_norm is None else post_norm
+        delta = write_change(model, clean_cache, total_cache, heads, final_norm=post)
         hooks = [(final_resid_name(model), lambda resid, hook: resid + delta)]
         if final_norm == "frozen":
             clean_scale = clean_cache[get_act_name("scale")]
@@ -172,6 +178,7 @@ def head_effects(
     values: Sequence[Tensor],
     *,
     final_norm: FinalNorm = "recomputed",
+    post_norm: FinalNorm | None = None,
 ) -> HeadEffects:
     """Total, direct and indirect effect on ``metric`` of replacing ``heads`` (together)
     by ``values``.
@@ -183,8 +190,10 @@ def head_effects(
         values: one replacement per layer (see the module docstring).
         final_norm: ``"recomputed"`` or ``"frozen"``, for the final norm and, on models
             that have them, the heads' post-attention norms (see the module docstring).
+        post_norm: the same choice for the post-attention norms alone; ``None`` follows
+            ``final_norm``. No effect on models without post-attention norms.
     """
-    runs = _replacement_runs(model, tokens, check_heads(model, heads), values, final_norm)
+    runs = _replacement_runs(model, tokens, check_heads(model, heads), values, final_norm, post_norm=post_norm)
     clean = float(metric_value(metric, runs.clean_logits))
     total = float(metric_value(metric, runs.total_logits)) - clean
     direct = float(metric_value(metric, runs.direct_logits)) - clean

@@ -152,7 +152,11 @@ def check_direct_effect(
     """Check ``fn(model, tokens, layer, head, metric, values) -> float``, the direct
     effect of replacing one head's output by ``values`` (from
     :func:`utils.interventions.ablation.ablation_values`), against the ``direct`` field of
-    :func:`utils.interventions.effects.head_effects` (final norm recomputed).
+    :func:`utils.interventions.effects.head_effects` (final norm recomputed). On a model
+    with post-attention norms (Gemma 3) the head's change of write is taken through its
+    layer's norm frozen at the clean run (``z @ W_O`` times
+    :func:`utils.core.norms.post_norm_factor`), which a learner can compute from the
+    cache; elsewhere that factor is 1 and nothing changes.
 
     Two cases on two IOI prompts: zero ablation of a head of the last layer, and mean
     ablation (over four other prompts of the same template) of a head of an earlier
@@ -179,7 +183,7 @@ def check_direct_effect(
 
     def reference(layer: int, head: int, method: str) -> float:
         replacement = values[method]
-        effects = head_effects(model, tokens, [(layer, head)], metric, replacement)
+        effects = head_effects(model, tokens, [(layer, head)], metric, replacement, post_norm="frozen")
         return effects.direct
 
     cases = [
