@@ -331,13 +331,15 @@ class SourceAttribution:
     """Direct logit attribution of every head, split by where it attended.
 
     Each field is ``(n_layers, n_heads)``, averaged over the prompts, in logits;
-    ``subject + relation + bos == total`` (up to rounding).
+    ``subject + relation + bos == total`` (up to rounding). ``final`` is the part of
+    ``relation`` read from the final position itself (the query's own token).
     """
 
     total: Tensor
     subject: Tensor
     relation: Tensor
     bos: Tensor
+    final: Tensor | None = None
 
 
 def attribution_by_source(
@@ -350,7 +352,8 @@ def attribution_by_source(
     and BOS parts, averaged over factual prompts of any lengths.
 
     The *relation* tokens are all prompt tokens that are neither BOS (position 0) nor
-    part of the subject, the final position included.
+    part of the subject, the final position included; ``final`` gives that position's
+    part on its own.
 
     Args:
         tokens: one ``(1, pos_i)`` tensor per prompt, BOS first (as
@@ -378,7 +381,7 @@ def attribution_by_source(
         if not list(subject) or min(subject) < 1 or max(subject) >= n_pos:
             raise ValueError(f"prompt {index}: subject positions {list(subject)} must lie in [1, {n_pos - 1}]")
         by_length.setdefault(n_pos, []).append(index)
-    parts: dict[str, list[Tensor]] = {"total": [], "subject": [], "relation": [], "bos": []}
+    parts: dict[str, list[Tensor]] = {"total": [], "subject": [], "relation": [], "bos": [], "final": []}
     W_U = model.W_U
     # Prompts of one length share a forward pass; their order does not matter for the mean.
     for n_pos, indices in by_length.items():
@@ -395,6 +398,7 @@ def attribution_by_source(
             parts["subject"].append(per_key[row][..., is_subject].sum(-1))
             parts["relation"].append(per_key[row][..., is_relation].sum(-1))
             parts["bos"].append(per_key[row][..., 0])
+            parts["final"].append(per_key[row][..., -1])
     return SourceAttribution(**{key: torch.stack(value).mean(0) for key, value in parts.items()})
 
 
