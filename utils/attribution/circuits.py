@@ -1,5 +1,18 @@
 """Circuits read from the weights: QK and OV matrices per head, OV copying scores and
 an OV associative-lookup test.
+
+**What a weight-only circuit freezes** (see :mod:`utils.core.norms`):
+
+* On models with a post-attention norm (Gemma 2 and 3) a head's write reaches the
+  residual stream as ``z W_O * g / s``. The gain ``g`` is a weight and is part of the
+  OV map here (``W_V W_O diag(g)``); the scale ``s``, a positive number per position
+  shared by all heads of the layer and set by the whole layer's output in a given
+  run, is left out (frozen at 1). It rescales a head's write but never changes which
+  token the write favours, so the copying and lookup scores (argmaxes) are exact.
+* On models with QK norms (Gemma 3, Qwen 3, ...) queries and keys are RMS-normalised
+  per head before the rotary embedding. :func:`qk_circuit` includes the norms' gains
+  but leaves out their per-position scales (and, on every rotary model, the rotation);
+  it warns when given such a model.
 """
 
 from __future__ import annotations
@@ -13,6 +26,7 @@ from transformer_lens.utilities import get_act_name
 from utils.core.cache import take_positions
 from utils.core.heads import check_heads
 from utils.core.models import attention_weight
+from utils.core.norms import norm_gain, post_norm_gain, qk_norm_note, qk_norms, warn_qk_norm
 from utils.core.positions import check_positions
 
 
@@ -46,15 +60,41 @@ def head_weights(model: Any, layer: int, head: int) -> dict[str, Tensor]:
 
 def qk_circuit(model: Any, layer: int, head: int) -> Tensor:
     """``W_Q W_K^T`` (``(d_model, d_model)``, rank at most ``d_head``): which residual
-    directions at the query attend to which at the key, before positional rotation."""
+    directions at the query attend to which at the key, before positional rotation.
+
+    On a model with QK norms (:func:`utils.core.norms.qk_norms`) this is
+    ``W_Q diag(g_q) diag(g_k) W_K^T`` with the query and key norms' gains; what it
+    leaves out is each score's division by the RMS of the head's query and key at
+    their positions, ``s_q(i) * s_k(j)``, which depends on the input (and the rotary
+    rotation). A warning says so when such a model is passed.
+    """
     weights = head_weights(model, layer, head)
-    return weights["W_Q"] @ weights["W_K"].T
+    W_Q, W_K = weights["W_Q"], weights["W_K"]
+    norms = qk_norms(model, layer)
+    if norms is not None:
+        warn_qk_norm(model, "qk_circuit")
+        q_gain, k_gain = (norm_gain(norm).to(W_Q.device, W_Q.dtype) for norm in norms)
+        W_Q, W_K = W_Q * q_gain, W_K * k_gain
+    return W_Q @ W_K.T
+
+
+def qk_circuit_note(model: Any) -> str | None:
+    """What :func:`qk_circuit` leaves out on ``model`` (``None``: nothing beyond the
+    rotation), for printing next to a QK-circuit figure."""
+    return qk_norm_note(model)
 
 
 def ov_circuit(model: Any, layer: int, head: int) -> Tensor:
-    """``W_V W_O`` (``(d_model, d_model)``): what the head writes for what it attends to."""
+    """``W_V W_O`` (``(d_model, d_model)``): what the head writes for what it attends to.
+
+    On a model with a post-attention norm it is ``W_V W_O diag(g)``, the norm's gain
+    included and its scale (shared by the layer's heads, set per position by the run)
+    frozen at 1; see the module docstring.
+    """
     weights = head_weights(model, layer, head)
-    return weights["W_V"] @ weights["W_O"]
+    ov = weights["W_V"] @ weights["W_O"]
+    gain = post_norm_gain(model, layer)
+    return ov if gain is None else ov * gain.to(ov.device, ov.dtype)
 
 
 def ov_copying_scores(model: Any, token_ids: Tensor) -> Tensor:
@@ -63,7 +103,8 @@ def ov_copying_scores(model: Any, token_ids: Tensor) -> Tensor:
     For each sampled token ``t``, the head is assumed to attend fully to ``t``: its
     (normalised) embedding goes through ``W_V W_O`` and the unembedding, restricted to
     the sampled tokens. The score is the fraction of tokens whose own logit is the
-    largest, so 1 means a perfect copier and ``1 / len(token_ids)`` is chance.
+    largest, so 1 means a perfect copier and ``1 / len(token_ids)`` is chance. A
+    post-attention norm's gain is applied (its scale does not change an argmax).
     """
     if token_ids.ndim != 1 or token_ids.numel() < 2:
         raise ValueError("token_ids must be a 1-D tensor of at least two token ids")
@@ -78,6 +119,9 @@ def ov_copying_scores(model: Any, token_ids: Tensor) -> Tensor:
             W_V = expand_kv_heads(attention_weight(model, "W_V", layer), n_heads, head_dim=0)
             values = torch.einsum("tm,hmd->htd", embeddings, W_V)
             written = torch.einsum("htd,hdm->htm", values, attention_weight(model, "W_O", layer))
+            gain = post_norm_gain(model, layer)
+            if gain is not None:
+                written = written * gain.to(written.device, written.dtype)
             logits = written @ unembed  # (n_heads, tokens, tokens)
             scores[layer] = (logits.argmax(dim=-1) == own).float().mean(dim=-1).cpu()
     return scores
@@ -92,6 +136,7 @@ def ov_lookup_accuracy(model: Any, cache: Any, source_positions: Tensor, candida
     ``candidate_ids`` (one per prompt, e.g. every prompt's correct capital). The score
     is the fraction of prompts whose own candidate wins: 1 means the head would write
     the right attribute for every key if it attended to it, ``1 / batch`` is chance.
+    A post-attention norm's gain is applied (its scale does not change an argmax).
 
     Args:
         cache: holds ``blocks.{l}.attn.hook_v`` for every layer, batch ``(batch, pos, ...)``.
@@ -120,6 +165,9 @@ def ov_lookup_accuracy(model: Any, cache: Any, source_positions: Tensor, candida
         values = expand_kv_heads(at_source, n_heads, head_dim=1)  # (b, h, d_head)
         W_O = attention_weight(model, "W_O", layer)
         written = torch.einsum("bhd,hdm->bhm", values, W_O.to(values.device))
+        gain = post_norm_gain(model, layer)
+        if gain is not None:
+            written = written * gain.to(written.device, written.dtype)
         logits = written @ unembed.to(written.device)  # (b, h, batch)
         scores[layer] = (logits.argmax(-1).cpu() == own[:, None]).float().mean(0)
     return scores

@@ -4,7 +4,9 @@ answer direction, split by the key position it read from when asked.
 Everything here is built from two functions:
 
 - :func:`head_writes`, what every head writes into the residual stream at the given
-  positions (``z @ W_O``), optionally projected on directions or split by key;
+  positions (``z @ W_O``, times the post-attention norm's frozen factor on models that
+  have one, see :mod:`utils.core.norms`), optionally projected on directions or split
+  by key;
 - :func:`frozen_final_norm`, which divides such writes by the final norm's scale from
   the cached run (the norm *frozen*, so the parts add up to the whole) and projects
   them on directions.
@@ -30,6 +32,7 @@ from transformer_lens.utilities import get_act_name
 from utils.attribution.circuits import expand_kv_heads
 from utils.core.cache import resolve_positions, take_positions
 from utils.core.models import attention_weight
+from utils.core.norms import post_norm_factor, post_norm_scale_name
 
 # ---------------------------------------------------------------------------
 # The two building blocks
@@ -62,19 +65,25 @@ def head_writes(
     (:func:`utils.core.models.attention_weight`), not from the bridge's stacked
     ``model.W_O``, which is rebuilt at every access.
 
+    **Post-attention norms** (Gemma 2 and 3, see :mod:`utils.core.norms`): the layer's
+    output passes through an RMSNorm before the residual stream, so the write is
+    ``z[l, h] @ W_O[l, h] * g_l / s_l``, with ``g_l`` the norm's gain and ``s_l`` its
+    scale at the (query) position in the cached run, *frozen* there as the final norm
+    is frozen in direct logit attribution. The factor is shared by the layer's heads,
+    and the writes still sum (plus ``b_O * g_l / s_l``) to ``hook_attn_out``. The scale
+    is read from ``blocks.{l}.ln1_post.hook_scale`` when the cache holds it, else
+    recomputed from the layer's heads. TransformerLens's ``stack_head_results``
+    ignores this norm (its per-head writes are too small by ``g / s``, ~300x on Gemma 3).
+    Models without a post-attention norm have a factor of 1.
+
     With ``directions`` the result is the write projected on each prompt's direction.
-    It is computed by projecting ``W_O`` on the direction first (``d_head`` numbers
-    per head instead of ``d_model``), which TransformerLens does not offer: its
-    ``stack_head_results`` builds every ``d_model``-sized write first.
+    It is computed by projecting ``W_O`` (times the post-norm factor) on the direction
+    first (``d_head`` numbers per head instead of ``d_model``), which TransformerLens
+    does not offer: its ``stack_head_results`` builds every ``d_model``-sized write first.
 
     With ``by_key`` the write at query ``q`` is split over the keys it read,
-    ``A[q, k] * v_k @ W_O``; summed over keys it is the write. TransformerLens has no
-    such split.
-
-    Note for Gemma 3 (not implemented yet): its post-attention RMSNorm (``ln1_post``)
-    scales each head's write by ``ln1_post``'s weight over the layer's cached scale at
-    the query position, a factor shared by the layer's heads. It belongs here, where
-    each layer's writes are formed, so that every function built on this one gets it.
+    ``A[q, k] * v_k @ W_O`` (times the post-norm factor at ``q``); summed over keys it
+    is the write. TransformerLens has no such split.
 
     Args:
         cache: holds ``blocks.{l}.attn.hook_z`` of every layer, or with ``by_key``
@@ -88,7 +97,6 @@ def head_writes(
         2-D ``positions``, ``key_pos`` with ``by_key``, ``d_model`` without
         ``directions``.
     """
-    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
     source = get_act_name("pattern" if by_key else "z", 0)
     if source not in cache:
         needed = "hook_pattern and hook_v" if by_key else "hook_z"
@@ -100,31 +108,62 @@ def head_writes(
     index = index[:, None] if single else index  # (batch, k)
     if directions is not None:
         directions = _check_directions(directions, batch, model.cfg.d_model)
-    rows = []
-    for layer in range(n_layers):
-        W_O = attention_weight(model, "W_O", layer)  # (n_heads, d_head, d_model)
-        if directions is not None:
-            # W_O projected on each prompt's direction: (batch, n_heads, d_head)
-            read_out = torch.einsum("hdm,bm->bhd", W_O.to(first.device), directions.to(first.device))
-        if by_key:
-            pattern = cache[get_act_name("pattern", layer)]  # (batch, head, query, key)
-            attention = take_positions(pattern.transpose(1, 2), index)  # (batch, k, head, key)
-            values = expand_kv_heads(cache[get_act_name("v", layer)], n_heads, head_dim=2)  # (b, key, h, d_head)
-            if directions is None:
-                per_value = torch.einsum("bshd,hdm->bhsm", values, W_O.to(values.device))
-                written = attention[..., None] * per_value[:, None]  # (batch, k, head, key, d_model)
-            else:
-                per_value = torch.einsum("bshd,bhd->bhs", values, read_out)
-                written = attention * per_value[:, None]  # (batch, k, head, key)
-        else:
-            z = take_positions(cache[get_act_name("z", layer)], index)  # (batch, k, head, d_head)
-            if directions is None:
-                written = torch.einsum("bkhd,hdm->bkhm", z, W_O.to(z.device))
-            else:
-                written = (z * read_out[:, None]).sum(dim=-1)  # (batch, k, head)
-        rows.append(written)
+    rows = [
+        layer_head_writes(model, cache, layer, index, directions=directions, by_key=by_key)
+        for layer in range(model.cfg.n_layers)
+    ]
     stacked = torch.stack(rows, dim=2)  # (batch, k, layer, ...)
     return stacked[:, 0] if single else stacked
+
+
+def layer_head_writes(
+    model: Any,
+    cache: Any,
+    layer: int,
+    index: Tensor,
+    *,
+    directions: Tensor | None = None,
+    by_key: bool = False,
+) -> Tensor:
+    """One layer's part of :func:`head_writes`, at ``index`` (``LongTensor[batch, k]``,
+    already checked), with ``directions`` ``(batch, d_model)`` or ``None``.
+
+    Returns:
+        ``(batch, k, n_heads[, key_pos][, d_model])``.
+    """
+    n_heads = model.cfg.n_heads
+    W_O = attention_weight(model, "W_O", layer)  # (n_heads, d_head, d_model)
+    factor = post_norm_factor(model, cache, layer)  # (batch, pos, d_model) or None
+    device = cache[get_act_name("pattern" if by_key else "z", layer)].device
+    W_O = W_O.to(device)
+    at = None if factor is None else take_positions(factor, index).to(device)  # (batch, k, d_model)
+    if directions is not None:
+        directions = directions.to(device)
+        # W_O projected on each prompt's direction (times the post-norm factor):
+        # (batch, k, n_heads, d_head)
+        along = directions[:, None] if at is None else directions[:, None] * at
+        read_out = torch.einsum("hdm,bkm->bkhd", W_O, along.expand(index.shape[0], index.shape[1], -1))
+    if by_key:
+        pattern = cache[get_act_name("pattern", layer)]  # (batch, head, query, key)
+        attention = take_positions(pattern.transpose(1, 2), index)  # (batch, k, head, key)
+        values = expand_kv_heads(cache[get_act_name("v", layer)], n_heads, head_dim=2)  # (b, key, h, d_head)
+        if directions is None:
+            per_value = torch.einsum("bshd,hdm->bhsm", values, W_O)
+            written = attention[..., None] * per_value[:, None]  # (batch, k, head, key, d_model)
+            if at is not None:
+                written = written * at[:, :, None, None, :]
+        else:
+            per_value = torch.einsum("bshd,bkhd->bkhs", values, read_out)
+            written = attention * per_value  # (batch, k, head, key)
+    else:
+        z = take_positions(cache[get_act_name("z", layer)], index)  # (batch, k, head, d_head)
+        if directions is None:
+            written = torch.einsum("bkhd,hdm->bkhm", z, W_O)
+            if at is not None:
+                written = written * at[:, :, None, :]
+        else:
+            written = (z * read_out).sum(dim=-1)  # (batch, k, head)
+    return written
 
 
 def frozen_final_norm(
@@ -330,7 +369,7 @@ def attribution_by_source(
         )
     wanted = {get_act_name("scale")}
     for layer in range(model.cfg.n_layers):
-        wanted |= {get_act_name("pattern", layer), get_act_name("v", layer)}
+        wanted |= {get_act_name("pattern", layer), get_act_name("v", layer), post_norm_scale_name(layer)}
     by_length: dict[int, list[int]] = {}
     for index, (prompt_tokens, subject) in enumerate(zip(tokens, subject_positions)):
         if not isinstance(prompt_tokens, Tensor) or prompt_tokens.ndim != 2 or prompt_tokens.shape[0] != 1:

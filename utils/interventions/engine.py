@@ -1,5 +1,9 @@
 """The fast engine: cache a run once, then resume it at any block with a batch of
 edited copies of its residual stream.
+
+The copies of one sweep are split into resumed runs whose logits fit
+:func:`utils.interventions.runner.logits_budget` (:func:`copy_chunks`), so a large
+vocabulary (Gemma 3's 262,144 tokens) does not run out of memory.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from transformer_lens.utilities import get_act_name
 
 from utils.core.heads import check_layer
 from utils.core.metrics import Metric, metric_value
+from utils.interventions.runner import rows_per_run
 
 # ---------------------------------------------------------------------------
 # The engine: resume a cached run at block L with a batch of edited copies
@@ -137,6 +142,15 @@ def run_from_layer(
         return model.unembed(model.ln_final(resid))
 
 
+def copy_chunks(model: Any, items: Sequence[Any], run: CachedRun, *, last_position_only: bool = False) -> list[list[Any]]:
+    """``items`` (one per edited copy of ``run``) in consecutive groups small enough for
+    one resumed run: each group's logits fit the logits budget."""
+    n_out = 1 if last_position_only else int(run.tokens.shape[1])
+    size = rows_per_run(model, n_out, rows_per_item=run.batch)
+    items = list(items)
+    return [items[start : start + size] for start in range(0, len(items), size)]
+
+
 def _metric_per_copy(metric: Metric, logits: Tensor, batch: int) -> list[float]:
     return [float(metric_value(metric, chunk)) for chunk in logits.split(batch, dim=0)]
 
@@ -180,21 +194,22 @@ def replace_heads_sweep(
         for row, layer in enumerate(layers):
             base_z = run.z[layer]
             new = replacement_z[layer].to(base_z.device, base_z.dtype).expand_as(base_z)
+            for heads in copy_chunks(model, range(n_heads), run, last_position_only=last_position_only):
 
-            def patch(z: Tensor, hook: Any, new: Tensor = new) -> Tensor:
-                z = z.contiguous()  # so that the view below shares z's memory
-                stacked = z.view(n_heads, batch, *z.shape[1:])
-                for head in range(n_heads):
-                    # stacked[head] is a view, so this writes into z itself
-                    stacked[head][:, where, head] = new[:, where, head]
-                return z
+                def patch(z: Tensor, hook: Any, new: Tensor = new, heads: list[int] = heads) -> Tensor:
+                    z = z.contiguous()  # so that the view below shares z's memory
+                    stacked = z.view(len(heads), batch, *z.shape[1:])
+                    for copy, head in enumerate(heads):
+                        # stacked[copy] is a view, so this writes into z itself
+                        stacked[copy][:, where, head] = new[:, where, head]
+                    return z
 
-            resid = run.resid_pre[layer].repeat(n_heads, 1, 1)
-            logits = run_from_layer(
-                model, run, layer, resid, fwd_hooks=[(get_act_name("z", layer), patch)],
-                last_position_only=last_position_only,
-            )
-            results[row] = torch.tensor(_metric_per_copy(metric, logits, batch))
+                resid = run.resid_pre[layer].repeat(len(heads), 1, 1)
+                logits = run_from_layer(
+                    model, run, layer, resid, fwd_hooks=[(get_act_name("z", layer), patch)],
+                    last_position_only=last_position_only,
+                )
+                results[row, heads] = torch.tensor(_metric_per_copy(metric, logits, batch))
     return results
 
 

@@ -14,6 +14,10 @@ Every builder takes ``rows``, a ``LongTensor`` of batch rows to act on (``None``
 row), so that batched variants of a run (:mod:`utils.interventions.runner`) each get
 their own rows. Every builder reads the weights it needs once, when it is built; no
 hook reads ``model.W_O`` (the bridge rebuilds it on every access).
+
+On models with post-attention norms (Gemma 2 and 3, :mod:`utils.core.norms`),
+replacing or adding to ``z`` acts before the norm, which the model then recomputes;
+projecting a direction out acts on the head's write after the norm (see each builder).
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from transformer_lens.utilities import get_act_name
 
 from utils.core.heads import Head, by_layer, check_layer
 from utils.core.hooks import HookList
+from utils.core.models import attention_weight
+from utils.core.norms import post_norm_gain, post_norm_scale_name
 
 __all__ = [
     "add_to_heads_hooks",
@@ -249,6 +255,14 @@ def add_to_heads_hooks(
     :func:`utils.analysis.directions.head_output_differences`); the head's write then
     moves by ``scale * z_directions[l, h] @ W_O[l, h]`` and nothing else changes.
 
+    On a model with a post-attention norm (Gemma 2 and 3, :mod:`utils.core.norms`) the
+    addition is made where the head computes it, before that norm, and the norm is
+    recomputed, as for any change of ``z``: what reaches the residual stream is the
+    shift times the norm's gain over its *new* scale, and the layer's other heads are
+    rescaled by the ratio of the old scale to the new one. The intervention is then a
+    change of the head's output as the model would see it, not an exact addition to
+    the residual stream (for that, use :func:`add_to_residual_hooks`).
+
     Args:
         z_directions: ``(n_layers, n_heads, d_head)``.
         scale: a number, or one value per row acted on.
@@ -319,6 +333,15 @@ def project_out_of_heads_hooks(
     orthogonally to ``u``; no other head is touched. The head's ``z`` is read in the
     same forward pass, so the projection follows whatever earlier interventions did.
 
+    On a model with a post-attention norm (Gemma 2 and 3, :mod:`utils.core.norms`)
+    ``hook_attn_out`` is the norm's output, and the head's write into the residual
+    stream is ``o = z @ W_O * g / s`` with the norm's gain ``g`` and its scale ``s``
+    *in the same pass* (``ln1_post.hook_scale``, read there). The projection is taken
+    of that write and subtracted after the norm, so exactly ``(o . u) u`` leaves the
+    residual stream (what :func:`utils.interventions.steering.removed_direct_effect`
+    reads) and the norm's scale is not recomputed: removing a direction before the
+    norm would let it rescale the layer's whole output.
+
     Args:
         directions: ``(d_model,)`` for one direction everywhere, or
             ``(n_layers, d_model)`` / ``(n_layers + 1, d_model)`` where row ``l`` is
@@ -328,16 +351,21 @@ def project_out_of_heads_hooks(
     grouped = by_layer(model, heads)
     check_directions(model, directions)
     row_index = _check_rows(rows)
-    W_O = model.W_O  # read once: the bridge rebuilds it on every access
     hooks: HookList = []
     for layer, head_indices in grouped.items():
-        unit = unit_for_layer(directions, layer)
-        # What each head writes along u per unit of z: (k, d_head).
-        readout = torch.einsum("kdm,m->kd", W_O[layer, head_indices], unit.to(W_O.device, W_O.dtype))
+        W_O = attention_weight(model, "W_O", layer)  # (n_heads, d_head, d_model)
+        unit = unit_for_layer(directions, layer).to(W_O.device, W_O.dtype)
+        gain = post_norm_gain(model, layer)
+        # What each head writes along u per unit of z (before the post-norm's scale): (k, d_head).
+        along_u = unit if gain is None else unit * gain.to(unit.device, unit.dtype)
+        readout = torch.einsum("kdm,m->kd", W_O[head_indices], along_u)
         captured: dict[str, Tensor] = {}
 
         def capture(z: Tensor, hook: Any, captured: dict = captured) -> None:
             captured["z"] = z
+
+        def capture_scale(scale: Tensor, hook: Any, captured: dict = captured) -> None:
+            captured["scale"] = scale
 
         def subtract(
             out: Tensor, hook: Any, captured: dict = captured, head_indices: list[int] = head_indices,
@@ -345,6 +373,8 @@ def project_out_of_heads_hooks(
         ) -> Tensor:
             z = captured.pop("z")[:, :, head_indices]  # (batch, pos, k, d_head)
             along = torch.einsum("bpkd,kd->bp", z, readout.to(z.device, z.dtype))
+            if "scale" in captured:
+                along = along / captured.pop("scale")[..., 0].to(along.device, along.dtype)
             removal = along[..., None] * unit.to(out.device, out.dtype)
             if row_index is None:
                 return out - removal
@@ -353,7 +383,10 @@ def project_out_of_heads_hooks(
             out[targets] -= removal[targets]
             return out
 
-        hooks += [(get_act_name("z", layer), capture), (get_act_name("attn_out", layer), subtract)]
+        hooks.append((get_act_name("z", layer), capture))
+        if gain is not None:
+            hooks.append((post_norm_scale_name(layer), capture_scale))
+        hooks.append((get_act_name("attn_out", layer), subtract))
     return hooks
 
 

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from utils.core.hooks import HookList
 from utils.interventions.hooks import attention_knockout_hooks
-from utils.interventions.runner import PrefixRun, Variants
+from utils.interventions.runner import PrefixRun, Variants, rows_per_run
 
 
 def layer_windows(n_layers: int, window: int, centres: Sequence[int] | None = None) -> list[list[int]]:
@@ -100,27 +100,31 @@ def knockout_window_scan(
     jobs = [(name, layers) for name in key_groups for layers in windows]
     rows_per_prompt = len(jobs) + 1  # the last row of each prompt is left unblocked
     result = {name: torch.zeros(n_prompts, len(windows)) for name in key_groups}
-    for n_pos, indices in _by_length(prompts).items():
-        # One variant per (group, window), plus a last one left unblocked (the clean
-        # probability); variant v of prompt `slot` is row v * len(indices) + slot.
-        stacked = Variants(len(indices), rows_per_prompt)
-        hooks: HookList = []
-        for slot, index in enumerate(indices):
-            for layer in range(model.cfg.n_layers):
-                for name, per_prompt in key_groups.items():
-                    rows = [
-                        int(stacked.rows(job)[slot])
-                        for job, (group, layers) in enumerate(jobs)
-                        if group == name and layer in layers
-                    ]
-                    if rows:
-                        hooks += attention_knockout_hooks(model, [layer], list(per_prompt[index]), rows=rows)
-        run = PrefixRun(model, torch.cat([prompts[i] for i in indices]), n_pos - 1, copies=rows_per_prompt)
-        final = run(hooks)[:, -1].softmax(dim=-1)  # (rows, d_vocab)
-        answers = stacked.stack(answer_ids[indices]).to(final.device)
-        probabilities = final[torch.arange(final.shape[0], device=final.device), answers]
-        probabilities = stacked.split(probabilities.cpu()).T  # (prompts, variants)
-        change = (probabilities[:, :-1] - probabilities[:, -1:]) / probabilities[:, -1:]
-        for g, name in enumerate(key_groups):
-            result[name][indices] = change[:, g * len(windows):(g + 1) * len(windows)]
+    # Prompts of one length run together, as many per forward pass as the logits budget allows.
+    per_run = rows_per_run(model, 1, rows_per_item=rows_per_prompt)
+    for n_pos, same_length in _by_length(prompts).items():
+        for start in range(0, len(same_length), per_run):
+            indices = same_length[start : start + per_run]
+            # One variant per (group, window), plus a last one left unblocked (the clean
+            # probability); variant v of prompt `slot` is row v * len(indices) + slot.
+            stacked = Variants(len(indices), rows_per_prompt)
+            hooks: HookList = []
+            for slot, index in enumerate(indices):
+                for layer in range(model.cfg.n_layers):
+                    for name, per_prompt in key_groups.items():
+                        rows = [
+                            int(stacked.rows(job)[slot])
+                            for job, (group, layers) in enumerate(jobs)
+                            if group == name and layer in layers
+                        ]
+                        if rows:
+                            hooks += attention_knockout_hooks(model, [layer], list(per_prompt[index]), rows=rows)
+            run = PrefixRun(model, torch.cat([prompts[i] for i in indices]), n_pos - 1, copies=rows_per_prompt)
+            final = run(hooks, last_position_only=True)[:, -1].softmax(dim=-1)  # (rows, d_vocab)
+            answers = stacked.stack(answer_ids[indices]).to(final.device)
+            probabilities = final[torch.arange(final.shape[0], device=final.device), answers]
+            probabilities = stacked.split(probabilities.cpu()).T  # (prompts, variants)
+            change = (probabilities[:, :-1] - probabilities[:, -1:]) / probabilities[:, -1:]
+            for g, name in enumerate(key_groups):
+                result[name][indices] = change[:, g * len(windows):(g + 1) * len(windows)]
     return result

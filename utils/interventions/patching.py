@@ -16,6 +16,7 @@ from utils.interventions.engine import (
     _check_positions,
     _metric_per_copy,
     cache_run,
+    copy_chunks,
     replace_heads_sweep,
     run_from_layer,
 )
@@ -147,21 +148,23 @@ def head_position_patching_sweep(
             if not differing:
                 continue
 
-            def patch(z: Tensor, hook: Any, head: int = head, source_z: Tensor = source_z,
-                      differing: list[int] = differing) -> Tensor:
-                z = z.contiguous()  # so that the view below shares z's memory
-                stacked = z.view(len(differing), batch, *z.shape[1:])
-                for copy, position in enumerate(differing):
-                    stacked[copy][:, position, head] = source_z[:, position]
-                return z
+            for chunk in copy_chunks(model, differing, base, last_position_only=last_position_only):
 
-            resid = base.resid_pre[layer].repeat(len(differing), 1, 1)
-            logits = run_from_layer(
-                model, base, layer, resid, fwd_hooks=[(get_act_name("z", layer), patch)],
-                last_position_only=last_position_only,
-            )
-            for position, value in zip(differing, _metric_per_copy(metric, logits, batch)):
-                results[row, position] = value
+                def patch(z: Tensor, hook: Any, head: int = head, source_z: Tensor = source_z,
+                          chunk: list[int] = chunk) -> Tensor:
+                    z = z.contiguous()  # so that the view below shares z's memory
+                    stacked = z.view(len(chunk), batch, *z.shape[1:])
+                    for copy, position in enumerate(chunk):
+                        stacked[copy][:, position, head] = source_z[:, position]
+                    return z
+
+                resid = base.resid_pre[layer].repeat(len(chunk), 1, 1)
+                logits = run_from_layer(
+                    model, base, layer, resid, fwd_hooks=[(get_act_name("z", layer), patch)],
+                    last_position_only=last_position_only,
+                )
+                for position, value in zip(chunk, _metric_per_copy(metric, logits, batch)):
+                    results[row, position] = value
     return results
 
 
@@ -270,17 +273,16 @@ def residual_patching_sweep(
                 for column, position in enumerate(where)
                 if not torch.equal(base.resid_pre[layer][:, position], source[:, position])
             ]
-            if not differing:
-                continue
-            resid = base.resid_pre[layer].repeat(len(differing), 1, 1)
-            for copy, (_, position) in enumerate(differing):
-                resid[copy * batch : (copy + 1) * batch, position] = source[:, position]
-            logits = run_from_layer(
-                model, base, layer, resid, last_position_only=last_position_only
-            )
-            values = _metric_per_copy(metric, logits, batch)
-            for (column, _), value in zip(differing, values):
-                results[row, column] = value
+            for chunk in copy_chunks(model, differing, base, last_position_only=last_position_only):
+                resid = base.resid_pre[layer].repeat(len(chunk), 1, 1)
+                for copy, (_, position) in enumerate(chunk):
+                    resid[copy * batch : (copy + 1) * batch, position] = source[:, position]
+                logits = run_from_layer(
+                    model, base, layer, resid, last_position_only=last_position_only
+                )
+                values = _metric_per_copy(metric, logits, batch)
+                for (column, _), value in zip(chunk, values):
+                    results[row, column] = value
     return results
 
 

@@ -8,11 +8,19 @@ builder in :mod:`utils.interventions.hooks`) and splits results back;
 :func:`run_variants` runs them, sharing a prefix when the interventions leave it alone
 (:class:`PrefixRun`). The fast patching engine (:mod:`utils.interventions.engine`)
 stacks its copies in the same order.
+
+**Logits are the big tensor.** A forward pass holds ``rows * positions * d_vocab``
+floats of logits: 0.67 GB for 32 prompts of 20 tokens on Gemma 3's 262,144-token
+vocabulary. Runs here unembed only the last position when that is all that is read
+(``last_position_only``, HF's ``logits_to_keep``), and split their variants into
+forward passes whose logits fit :func:`logits_budget` (``$COURSE_LOGITS_BUDGET_MB``,
+1024 MB by default); the fast engine (:mod:`utils.interventions.engine`) does the same.
 """
 
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
@@ -21,7 +29,56 @@ from torch import Tensor
 
 from utils.core.hooks import HookList
 
-__all__ = ["PrefixRun", "Variants", "run_variants"]
+__all__ = [
+    "LOGITS_BUDGET_ENV_VAR",
+    "PrefixRun",
+    "Variants",
+    "forward_logits",
+    "logits_budget",
+    "rows_per_run",
+    "run_variants",
+]
+
+#: Environment variable: megabytes of logits one batched forward pass may hold.
+LOGITS_BUDGET_ENV_VAR = "COURSE_LOGITS_BUDGET_MB"
+
+_DEFAULT_LOGITS_BUDGET_MB = 1024
+
+
+def logits_budget() -> int:
+    """Bytes of logits one batched forward pass may hold: ``$COURSE_LOGITS_BUDGET_MB``
+    megabytes, 1024 by default."""
+    configured = os.environ.get(LOGITS_BUDGET_ENV_VAR)
+    try:
+        megabytes = float(configured) if configured else _DEFAULT_LOGITS_BUDGET_MB
+    except ValueError:
+        raise ValueError(f"${LOGITS_BUDGET_ENV_VAR} must be a number of megabytes, got {configured!r}") from None
+    return int(megabytes * 2**20)
+
+
+def rows_per_run(model: Any, n_positions: int, *, rows_per_item: int = 1) -> int:
+    """How many items of ``rows_per_item`` batch rows each (variants, patched copies)
+    one forward pass can take so that its logits, ``n_positions`` positions of
+    ``d_vocab`` float32 logits per row, fit :func:`logits_budget`; at least 1."""
+    per_item = max(1, rows_per_item) * max(1, n_positions) * int(model.cfg.d_vocab) * 4
+    return max(1, logits_budget() // per_item)
+
+
+def forward_logits(
+    model: Any, tokens: Tensor, fwd_hooks: HookList = (), *, last_position_only: bool = False, **kwargs: Any
+) -> Tensor:
+    """``model.run_with_hooks(tokens, fwd_hooks=...)``; with ``last_position_only`` only
+    the last position is unembedded (``(batch, 1, d_vocab)``, via ``logits_to_keep=1``
+    where the model takes it, else by slicing the full logits)."""
+    hooks = list(fwd_hooks)
+    with torch.no_grad():
+        if last_position_only:
+            try:
+                logits = model.run_with_hooks(tokens, fwd_hooks=hooks, logits_to_keep=1, **kwargs)
+            except TypeError:  # a model that does not take logits_to_keep
+                logits = model.run_with_hooks(tokens, fwd_hooks=hooks, **kwargs)
+            return logits[:, -1:]
+        return model.run_with_hooks(tokens, fwd_hooks=hooks, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -109,15 +166,17 @@ class PrefixRun:
         """Whether calls reuse the prefix's keys and values."""
         return self._prefix_cache is not None
 
-    def __call__(self, fwd_hooks: HookList = ()) -> Tensor:
-        """Logits of the positions from ``prefix_len`` on: ``(copies * batch, pos - prefix_len, d_vocab)``."""
+    def __call__(self, fwd_hooks: HookList = (), *, last_position_only: bool = False) -> Tensor:
+        """Logits of the positions from ``prefix_len`` on: ``(copies * batch, pos - prefix_len, d_vocab)``;
+        with ``last_position_only`` of the last position only, ``(copies * batch, 1, d_vocab)``."""
         with torch.no_grad():
             if self._prefix_cache is None:
-                logits = self.model.run_with_hooks(self.tokens, fwd_hooks=list(fwd_hooks))
-                return logits[:, self.prefix_len :]
+                logits = forward_logits(self.model, self.tokens, fwd_hooks, last_position_only=last_position_only)
+                return logits if last_position_only else logits[:, self.prefix_len :]
             cache = copy.deepcopy(self._prefix_cache)  # a forward pass appends to the cache
-            return self.model.run_with_hooks(
-                self.tokens[:, self.prefix_len :], past_key_values=cache, fwd_hooks=list(fwd_hooks)
+            return forward_logits(
+                self.model, self.tokens[:, self.prefix_len :], fwd_hooks,
+                last_position_only=last_position_only, past_key_values=cache,
             )
 
 
@@ -129,6 +188,7 @@ def run_variants(
     prefix_len: int | None = None,
     readout: Callable[[Tensor], Tensor] | None = None,
     variants_per_run: int | None = None,
+    last_position_only: bool | None = None,
 ) -> dict[str, Tensor]:
     """Run several interventions on the same prompts, batched.
 
@@ -146,7 +206,10 @@ def run_variants(
             kept; by default the logits at the last position, ``(batch, d_vocab)``.
         variants_per_run: at most this many variants per forward pass (bounds memory:
             each pass holds ``batch * variants * pos'`` rows of logits); ``None`` runs
-            them all at once.
+            as many as fit :func:`logits_budget`.
+        last_position_only: unembed only the last position, so that ``readout`` gets
+            ``(batch, 1, d_vocab)``; ``None`` does so exactly when ``readout`` is the
+            default (which reads nothing else).
 
     Returns:
         ``{name: readout(logits of that variant)}``.
@@ -156,11 +219,13 @@ def run_variants(
     if not isinstance(tokens, Tensor) or tokens.ndim != 2:
         raise ValueError("tokens must be a (batch, pos) tensor of token ids")
     names = list(variants)
-    size = len(names) if variants_per_run is None else variants_per_run
+    last_only = readout is None if last_position_only is None else bool(last_position_only)
+    batch = int(tokens.shape[0])
+    n_out = 1 if last_only else int(tokens.shape[1]) - (prefix_len or 0)
+    size = rows_per_run(model, n_out, rows_per_item=batch) if variants_per_run is None else variants_per_run
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"variants_per_run must be a positive int, got {variants_per_run!r}")
     read = readout if readout is not None else (lambda logits: logits[:, -1])
-    batch = int(tokens.shape[0])
     result: dict[str, Tensor] = {}
     for start in range(0, len(names), size):
         chunk: Sequence[str] = names[start : start + size]
@@ -169,10 +234,9 @@ def run_variants(
         for v, name in enumerate(chunk):
             hooks += list(variants[name](stacked.rows(v)))
         if prefix_len is None:
-            with torch.no_grad():
-                logits = model.run_with_hooks(stacked.stack(tokens), fwd_hooks=hooks)
+            logits = forward_logits(model, stacked.stack(tokens), hooks, last_position_only=last_only)
         else:
-            logits = PrefixRun(model, tokens, prefix_len, copies=len(chunk))(hooks)
+            logits = PrefixRun(model, tokens, prefix_len, copies=len(chunk))(hooks, last_position_only=last_only)
         per_variant = stacked.split(logits)
         for v, name in enumerate(chunk):
             result[name] = read(per_variant[v])

@@ -14,7 +14,8 @@ import torch
 from torch import Tensor
 from transformer_lens.utilities import get_act_name
 
-from utils.core.heads import Head, check_heads
+from utils.attribution.dla import layer_head_writes
+from utils.core.heads import Head, by_layer, check_heads
 from utils.core.hooks import HookList
 from utils.core.metrics import PerPromptMetric
 from utils.core.positions import check_positions
@@ -93,7 +94,8 @@ def head_addition_sweep(
     """``metric`` after adding ``scale * z_directions`` to each set of heads in turn.
 
     Every set is one variant (a set may hold one head or several); all variants run in
-    one batched forward pass (see :func:`utils.interventions.hooks.add_to_heads_hooks`).
+    one batched forward pass (see :func:`utils.interventions.hooks.add_to_heads_hooks`,
+    also for what a post-attention norm does to the addition).
 
     Args:
         positions: ``LongTensor[batch]``, change only this position of each prompt;
@@ -128,7 +130,11 @@ def removed_direct_effect(
 
     If nothing downstream reacted, projecting the direction out would lower the
     readout by exactly this much; the difference from the measured change is the
-    indirect effect (compensation when it has the opposite sign).
+    indirect effect (compensation when it has the opposite sign). On a model with a
+    post-attention norm the head's write is read after that norm, frozen at the cached
+    run (:func:`utils.attribution.dla.head_writes`), which is what the projection hook
+    removes. The cache needs ``hook_z`` of the heads' layers (and, to skip recomputing
+    it, ``blocks.{l}.ln1_post.hook_scale``) and ``ln_final.hook_scale``.
 
     Args:
         positions: ``LongTensor[batch]``, where to read; ``None`` reads the last position.
@@ -147,13 +153,14 @@ def removed_direct_effect(
     at = check_positions("positions", positions, batch, n_pos).to(scale_all.device)
     items = torch.arange(batch, device=scale_all.device)
     scale = scale_all[items, at, 0]
-    W_O = model.W_O  # read once: the bridge rebuilds it on every access
     total = torch.zeros_like(scale)
-    for layer, head in checked:
+    for layer, indices in by_layer(model, checked).items():
         unit = unit_for_layer(directions, layer).to(scale.device)
-        z = cache[get_act_name("z", layer)][items, at, head]
-        written = z @ W_O[layer, head].to(scale.device)
-        total = total + (written @ unit) * (unit @ readout.to(scale.device))
+        # Every head's write at the positions, post-attention norm included (frozen at
+        # the cached run), as direct logit attribution reads it: (batch, n_heads, d_model).
+        written = layer_head_writes(model, cache, layer, at[:, None])[:, 0].to(scale.device)
+        for head in indices:
+            total = total + (written[:, head] @ unit) * (unit @ readout.to(scale.device))
     return total / scale
 
 
