@@ -1,6 +1,11 @@
 # Two commands do all set-up on a fresh machine (see README):
 #   make book   build the HTML book, executing every chapter on the embedded model
-#   make test   run the unit tests and every chapter under nbmake
+#   make test   run the unit tests, the student checks, every chapter once per model
+#               under nbmake, then build the book from those executed chapters and
+#               look at it in Chromium (conftest.py says what runs, in which order)
+# For development:
+#   make test-fast   the tests that execute no notebook (pytest -m "not notebooks")
+#   make benchmark   the timing benchmarks of tests/benchmarks/ (on an idle machine)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -11,7 +16,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: setup book test clean
+.PHONY: setup book test test-fast benchmark clean
 
 # The book-in-the-browser test (tests/test_book_in_browser.py) needs Debian's Chromium
 # and its driver; install them when missing (as root, as CI runs).
@@ -36,6 +41,13 @@ book: setup
 
 test: setup
 	$(BIN)/python -m pytest
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not notebooks"
+
+benchmark: setup
+	$(BIN)/python tests/benchmarks/model_load.py
+	$(BIN)/python tests/benchmarks/patching.py
 
 clean:
 	rm -rf _build $(VENV) node_modules

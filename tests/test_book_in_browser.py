@@ -1,11 +1,15 @@
 """The built book, looked at as a reader would: in headless Chromium, with no network.
 
-The module builds the HTML book once (``jupyter-book build --all -W --keep-going``, which
-executes every chapter) into a temporary directory, serves it on 127.0.0.1, and opens the
-landing page and every page in one Chromium session with the cache disabled. Each page is
+The module builds the HTML book once (``jupyter-book build --all -W --keep-going``) into a
+temporary directory, serves it on 127.0.0.1, and opens the landing page and every page in
+one Chromium session with the cache disabled. The build renders each chapter from the
+executed copy that this session's nbmake run wrote to ``_build/executed/`` when that copy
+is up to date, and executes the chapter otherwise (``utils.course.executed``; ``make
+test`` orders this module after the chapters, see ``conftest.py``). Each page is
 inspected once (``tests/browser.py``); the tests below then check, page by page:
 
 - the build has no warnings (so every citation resolves and every page is in the toc);
+- every chapter executed earlier in the session was reused, not executed again;
 - every ``book/*.md`` page and every ``notebooks/NN_*.ipynb`` chapter is in the sidebar;
 - every chapter shows at least one figure, and no image anywhere is broken;
 - the browser console has no errors (SEVERE entries);
@@ -38,6 +42,9 @@ import pytest
 from selenium.webdriver.support.ui import WebDriverWait
 
 from browser import INSPECT_PAGE_JS, chromium, find_chromium, serve
+from utils.course.executed import DEFAULT_EXECUTED_DIR, EXECUTED_DIR_ENV_VAR
+
+pytestmark = [pytest.mark.notebooks, pytest.mark.book]
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_PAGE_BYTES = 5_000_000
@@ -75,6 +82,17 @@ class Build:
     returncode: int
     log: str
     seconds: float
+
+    def execution(self, chapter: Path) -> str:
+        """How the build got ``chapter``'s outputs: ``"reused"`` (its executed copy),
+        ``"executed"`` (by myst-nb) or ``"unknown"`` (neither is in the log)."""
+        docname = chapter.relative_to(ROOT).with_suffix("").as_posix()
+        lines = [ANSI.sub("", line) for line in self.log.splitlines()]
+        if any(f"{docname}.ipynb: Executing notebook" in line for line in lines):
+            return "executed"
+        if any(f"[course] {docname}: reusing the executed copy" in line for line in lines):
+            return "reused"
+        return "unknown"
 
     @property
     def warnings(self) -> list[str]:
@@ -158,7 +176,14 @@ def book(request, tmp_path_factory) -> Build:
     jupyter_book = Path(sys.executable).parent / "jupyter-book"
     if not jupyter_book.is_file():
         jupyter_book = Path(shutil.which("jupyter-book") or jupyter_book)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONHASHSEED": "0"}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "PYTHONHASHSEED": "0",
+        # Chapters with an up-to-date executed copy are rendered from it, not executed.
+        EXECUTED_DIR_ENV_VAR: str(DEFAULT_EXECUTED_DIR),
+    }
     command = [str(jupyter_book), "build", "--all", "-W", "--keep-going", "--path-output", str(out), "."]
     started = time.perf_counter()
     try:
@@ -172,7 +197,10 @@ def book(request, tmp_path_factory) -> Build:
     (out / "build.log").write_text(log)
     (out / "build.json").write_text(json.dumps({"returncode": result.returncode, "seconds": seconds}))
     report(request.config, f"\n[book] jupyter-book build: {seconds:.0f} s, exit {result.returncode}, in {out}")
-    return Build(out / "_build" / "html", result.returncode, log, seconds)
+    build = Build(out / "_build" / "html", result.returncode, log, seconds)
+    for chapter in CHAPTERS:
+        report(request.config, f"[book]   {chapter.relative_to(ROOT)}: {build.execution(chapter)}")
+    return build
 
 
 @pytest.fixture(scope="module")
@@ -260,6 +288,18 @@ def test_book_builds_without_warnings(book):
         f"`jupyter-book build -W` failed (exit {book.returncode}) after {book.seconds:.0f} s; warnings:\n"
         + "\n".join(book.warnings[:40])
         + f"\n--- end of the log ---\n{ANSI.sub('', book.log[-2000:])}"
+    )
+
+
+def test_the_build_reuses_the_chapters_executed_in_this_session(book, executed_chapters):
+    """Each chapter nbmake ran earlier in this session is rendered from its executed copy;
+    a chapter is executed twice only when its copy is missing (its run failed) or stale."""
+    ran = sorted(ROOT / path.relative_to(DEFAULT_EXECUTED_DIR) for path in executed_chapters)
+    how = {chapter.relative_to(ROOT).as_posix(): book.execution(chapter) for chapter in ran}
+    executed_again = {name: way for name, way in how.items() if way != "reused"}
+    assert not executed_again, (
+        f"chapters executed by nbmake in this session but not reused by the book build: {executed_again}; "
+        f"the build log says why:\n" + "\n".join(line for line in book.log.splitlines() if "[course]" in line)
     )
 
 

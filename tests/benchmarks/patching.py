@@ -5,6 +5,11 @@ Run it from the repository root (it is not a test and pytest does not collect it
 
     HF_HUB_OFFLINE=1 .venv/bin/python tests/benchmarks/patching.py [--prompts 4] [--threads N]
 
+It exits with status 1 unless the fast exact sweep beats the naive loop and attribution
+patching takes under a fifth of the fast exact sweep's time (the speed claims of chapter
+10, which prints its timings and asserts none; ``--min-exact-speedup`` and
+``--min-attribution-vs-exact`` change the bars). ``make benchmark`` runs it.
+
 The naive loop is TransformerLens's own ``get_act_patch_attn_head_out_all_pos``: one
 full forward pass per head, with a hook replacing that head's ``hook_z`` by its value on
 the clean run. The last line printed reads
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from typing import Callable
 
@@ -27,7 +33,7 @@ def _timed(function: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, float]:
     return result, time.perf_counter() - start
 
 
-def main() -> None:
+def main() -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import transformer_lens.patching as tl_patching
 
@@ -54,6 +60,10 @@ def main() -> None:
         "with other jobs: OpenMP threads that spin while another core is busy make "
         "timings swing by an order of magnitude",
     )
+    parser.add_argument("--min-exact-speedup", type=float, default=1.0,
+                        help="the fast exact sweep must be this many times faster than the naive loop")
+    parser.add_argument("--min-attribution-vs-exact", type=float, default=5.0,
+                        help="attribution patching must be this many times faster than the fast exact sweep")
     options = parser.parse_args()
     if options.threads:
         torch.set_num_threads(options.threads)
@@ -113,7 +123,17 @@ def main() -> None:
         f"exact_speedup={exact_speedup:.1f} attribution_speedup={attribution_speedup:.1f} "
         f"spearman={spearman:.3f} max_abs_diff={max_abs_diff:.2e}"
     )
+    failures = []
+    if exact_speedup <= options.min_exact_speedup:
+        failures.append(f"the fast exact sweep is only {exact_speedup:.1f}x the naive loop's speed")
+    if exact_seconds / attribution_seconds <= options.min_attribution_vs_exact:
+        failures.append(
+            f"attribution patching is only {exact_seconds / attribution_seconds:.1f}x faster than the fast exact sweep"
+        )
+    for failure in failures:
+        print(failure, file=sys.stderr)
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
