@@ -88,20 +88,13 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector):
 def _environment(**values: str | None):
     """Set (a string) or unset (``None``) environment variables for the block; the
     kernel nbmake starts inherits them."""
-    saved = {name: os.environ.get(name) for name in values}
-    try:
+    with pytest.MonkeyPatch.context() as patch:
         for name, value in values.items():
             if value is None:
-                os.environ.pop(name, None)
+                patch.delenv(name, raising=False)
             else:
-                os.environ[name] = value
+                patch.setenv(name, value)
         yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 _MODEL_PROBLEMS: dict[str, str | None] = {}

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from utils.core.heads import format_heads, random_heads, top_heads
+from utils.core.heads import Head, format_heads, random_heads, top_heads
 
 
 def test_top_heads_orders_best_first():
@@ -53,3 +53,33 @@ def test_format_heads():
     assert format_heads([(1, 0), (0, 1)], scores) == "L1H0 (1.00), L0H1 (0.25)"
     assert format_heads([(0, 0)]) == "L0H0"
     assert format_heads([]) == "none"
+
+
+def test_layer_matched_random_heads_match_layers_and_avoid_the_chosen(any_model):
+    from utils.core.heads import layer_matched_random_heads
+
+    n_layers, n_heads = any_model.cfg.n_layers, any_model.cfg.n_heads
+    chosen = [Head(n_layers - 1, 0), Head(n_layers - 1, 1), Head(0, 0)]
+    exclude = [Head(0, 1)]
+    draws = [layer_matched_random_heads(any_model, chosen, seed=seed, exclude=exclude) for seed in range(20)]
+    for drawn in draws:
+        assert sorted(h.layer for h in drawn) == sorted(h.layer for h in chosen)
+        assert not set(drawn) & (set(chosen) | set(exclude))
+        assert len(set(drawn)) == len(drawn)
+    assert draws[0] == layer_matched_random_heads(any_model, chosen, seed=0, exclude=exclude)
+    assert len({tuple(d) for d in draws}) > 1, "20 seeds gave one draw: the seed is ignored"
+    assert layer_matched_random_heads(any_model, [], seed=0) == []
+
+
+def test_layer_matched_random_heads_leave_a_full_layer_and_reject_bad_heads(any_model):
+    from utils.core.heads import layer_matched_random_heads
+
+    n_layers, n_heads = any_model.cfg.n_layers, any_model.cfg.n_heads
+    whole_layer = [Head(0, h) for h in range(n_heads)]
+    drawn = layer_matched_random_heads(any_model, whole_layer[:1], seed=3, exclude=whole_layer[1:])
+    assert drawn[0].layer != 0
+    with pytest.raises(ValueError, match="out of range"):
+        layer_matched_random_heads(any_model, [Head(0, n_heads)], seed=0)
+    everything = [Head(l, h) for l in range(n_layers) for h in range(n_heads)]
+    with pytest.raises(ValueError, match="too few heads"):
+        layer_matched_random_heads(any_model, everything[:1], seed=0, exclude=everything[1:])

@@ -160,3 +160,16 @@ def test_transformer_lens_per_token_loss_on_the_bridge(any_model):
     known[0, 0, 2] = 10.0
     loss = lm_cross_entropy_loss(known, torch.tensor([[0, 2, 1]]), per_token=True)
     assert loss[0, 0] < 0.01 and loss[0, 1] == pytest.approx(math.log(4))
+
+
+def test_logit_diffs_are_per_prompt_and_logit_diff_is_their_mean():
+    from utils.core.metrics import logit_diffs
+
+    logits = torch.zeros(2, 3, 5)
+    logits[0, -1, 1], logits[0, -1, 2] = 3.0, 1.0
+    logits[1, -1, 4], logits[1, -1, 0] = 0.5, 2.5
+    values = logit_diffs(logits, torch.tensor([1, 4]), torch.tensor([2, 0]))
+    assert values.tolist() == pytest.approx([2.0, -2.0])
+    assert logit_diff(logits, torch.tensor([1, 4]), torch.tensor([2, 0])).item() == pytest.approx(values.mean().item())
+    with pytest.raises(ValueError, match="correct_ids"):
+        logit_diffs(torch.zeros(2, 3, 5), torch.tensor([0]), torch.tensor([1, 0]))

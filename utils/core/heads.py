@@ -20,6 +20,7 @@ __all__ = [
     "check_heads",
     "check_layer",
     "format_heads",
+    "layer_matched_random_heads",
     "random_heads",
     "top_heads",
 ]
@@ -88,6 +89,41 @@ def random_heads(
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(pool):
         raise ValueError(f"k must be an int in [1, {len(pool)}] (heads left to draw), got {k!r}")
     return sorted(random.Random(seed).sample(pool, k))
+
+
+def layer_matched_random_heads(
+    model: Any, heads: Iterable[Head], *, seed: int = 0, exclude: Iterable[Head] = ()
+) -> list[Head]:
+    """One random head in the layer of each of ``heads``, none of them among ``heads``
+    or ``exclude``, drawn in order with ``random.Random(seed)`` and returned sorted by
+    layer and head: the layer-matched null
+    of a head-level claim (draw it for ``seed in range(20)`` or more).
+
+    When every head of a layer is already taken, that draw comes from all layers. No
+    heads give no draw (an empty list), so a chapter whose search found none runs on.
+
+    Raises:
+        ValueError: a head in ``heads`` or ``exclude`` is out of range, or too few heads
+            are left to draw from.
+    """
+    heads = list(heads)
+    if not heads:
+        return []
+    heads = check_heads(model, heads)
+    exclude = list(exclude)
+    taken = set(heads) | (set(check_heads(model, exclude)) if exclude else set())
+    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    if len(taken) + len(heads) > n_layers * n_heads:
+        raise ValueError(f"too few heads left to draw {len(heads)} outside the {len(taken)} taken")
+    rng = random.Random(seed)
+    drawn: list[Head] = []
+    for layer, _ in heads:
+        pool = [Head(layer, h) for h in range(n_heads) if (layer, h) not in taken]
+        if not pool:
+            pool = [Head(l, h) for l in range(n_layers) for h in range(n_heads) if (l, h) not in taken]
+        drawn.append(rng.choice(pool))
+        taken.add(drawn[-1])
+    return sorted(drawn)
 
 
 def format_heads(heads: Iterable[Head], scores: Tensor | None = None, *, digits: int = 2) -> str:

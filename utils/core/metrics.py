@@ -18,15 +18,19 @@ import torch
 from torch import Tensor
 
 
-def logit_diff(logits: Tensor, correct_ids: Tensor, incorrect_ids: Tensor) -> Tensor:
-    """Mean over the batch of logit(correct) - logit(incorrect) at the last position.
+def logit_diffs(logits: Tensor, correct_ids: Tensor, incorrect_ids: Tensor) -> Tensor:
+    """Per prompt, logit(correct) - logit(incorrect) at the last position: a
+    :data:`PerPromptMetric` once the ids are bound.
 
     Args:
         logits: ``(batch, pos, d_vocab)``.
         correct_ids, incorrect_ids: token ids, ``(batch,)``.
 
     Returns:
-        A scalar tensor (differentiable, so it serves attribution patching too).
+        ``(batch,)``, differentiable.
+
+    Raises:
+        ValueError: the logits are not 3-dimensional, or the ids are not one per prompt.
     """
     if not isinstance(logits, Tensor) or logits.ndim != 3:
         raise ValueError(
@@ -41,7 +45,13 @@ def logit_diff(logits: Tensor, correct_ids: Tensor, incorrect_ids: Tensor) -> Te
     rows = torch.arange(batch, device=logits.device)
     correct = last[rows, correct_ids.to(logits.device)]
     incorrect = last[rows, incorrect_ids.to(logits.device)]
-    return (correct - incorrect).mean()
+    return correct - incorrect
+
+
+def logit_diff(logits: Tensor, correct_ids: Tensor, incorrect_ids: Tensor) -> Tensor:
+    """Mean over the batch of :func:`logit_diffs`: a scalar tensor (differentiable, so
+    it serves attribution patching too)."""
+    return logit_diffs(logits, correct_ids, incorrect_ids).mean()
 
 
 #: Logits ``(batch, pos, d_vocab)`` -> one scalar tensor, the batch already averaged
