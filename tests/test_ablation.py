@@ -27,7 +27,7 @@ def ioi_small(any_model):
     ioi = ioi_dataset(any_model, 4, seed=2)
 
     def metric(logits):
-        return logit_diff(logits, ioi.correct_ids, ioi.incorrect_ids)
+        return logit_diff(logits, ioi.answer_ids, ioi.wrong_ids)
 
     return any_model, ioi, metric
 
@@ -44,7 +44,7 @@ def test_derangement_moves_every_item_and_is_seeded():
 
 def test_ablation_values_shapes_and_meaning(ioi_small):
     model, ioi, _ = ioi_small
-    tokens = ioi.clean_tokens
+    tokens = ioi.tokens
     batch, pos = tokens.shape
     shape = (batch, pos, model.cfg.n_heads, model.cfg.d_head)
     with torch.no_grad():
@@ -63,7 +63,7 @@ def test_ablation_values_shapes_and_meaning(ioi_small):
 
 def test_single_head_sweep_matches_the_shared_hooks(ioi_small):
     model, ioi, metric = ioi_small
-    tokens = ioi.clean_tokens
+    tokens = ioi.tokens
     layer = model.cfg.n_layers - 1
     zero = head_ablation_effects(model, tokens, metric, method="zero", layers=[layer])
     mean = head_ablation_effects(
@@ -92,17 +92,17 @@ def test_single_head_sweep_matches_the_shared_hooks(ioi_small):
 def test_ablation_effects_agree_with_head_effects_for_zero_ablation(ioi_small):
     model, ioi, metric = ioi_small
     layer, head = model.cfg.n_layers // 2, 1
-    zeros = ablation_values(model, ioi.clean_tokens, "zero")
-    ours = ablation_head_effects(model, ioi.clean_tokens, layer, head, metric, zeros)
-    reference = head_effects(model, ioi.clean_tokens, layer, head, metric)
+    zeros = ablation_values(model, ioi.tokens, "zero")
+    ours = ablation_head_effects(model, ioi.tokens, layer, head, metric, zeros)
+    reference = head_effects(model, ioi.tokens, layer, head, metric)
     for field in ("clean", "total", "direct", "indirect"):
         assert getattr(ours, field) == pytest.approx(getattr(reference, field), abs=1e-4)
 
 
 def test_backup_analysis_bookkeeping(ioi_small):
     model, ioi, metric = ioi_small
-    tokens = ioi.clean_tokens
-    directions = logit_difference_direction(model, ioi.correct_ids, ioi.incorrect_ids)
+    tokens = ioi.tokens
+    directions = logit_difference_direction(model, ioi.answer_ids, ioi.wrong_ids)
     layer = model.cfg.n_layers // 2
     values = ablation_values(model, tokens, "zero")
     result = backup_analysis(model, tokens, metric, directions, [(layer, 1)], values)
@@ -126,7 +126,7 @@ def test_backup_analysis_bookkeeping(ioi_small):
 def test_clear_errors(gpt2_random):
     model = gpt2_random
     ioi = ioi_dataset(model, 2, seed=0)
-    tokens = ioi.clean_tokens
+    tokens = ioi.tokens
     with pytest.raises(ValueError, match="unknown ablation method"):
         ablation_values(model, tokens, "half")
     with pytest.raises(ValueError, match="template length"):

@@ -24,7 +24,7 @@ def ioi_small(any_model):
     ioi = ioi_dataset(any_model, 2, seed=1)
 
     def metric(logits):
-        return logit_diff(logits, ioi.correct_ids, ioi.incorrect_ids)
+        return logit_diff(logits, ioi.answer_ids, ioi.wrong_ids)
 
     return any_model, ioi, metric
 
@@ -35,7 +35,7 @@ def _some_layers(model):
 
 def test_resuming_a_cached_run_reproduces_its_logits(ioi_small):
     model, ioi, _ = ioi_small
-    run = cache_run(model, ioi.clean_tokens)
+    run = cache_run(model, ioi.tokens)
     for layer in _some_layers(model):
         logits = run_from_layer(model, run, layer, run.resid_pre[layer].repeat(2, 1, 1))
         assert torch.allclose(logits, run.logits.repeat(2, 1, 1), atol=1e-3)
@@ -49,17 +49,17 @@ def test_fast_exact_patching_equals_the_naive_loop(ioi_small, direction):
     last = model.cfg.n_layers - 1
     for layers, positions in (([0, last], None), ([last], [-1])):
         naive = naive_head_patching_effects(
-            model, ioi.clean_tokens, ioi.corrupted_tokens, metric,
+            model, ioi.tokens, ioi.corrupted_tokens, metric,
             direction=direction, layers=layers, positions=positions,
         )
         fast = head_patching_effects(
-            model, ioi.clean_tokens, ioi.corrupted_tokens, metric,
+            model, ioi.tokens, ioi.corrupted_tokens, metric,
             direction=direction, layers=layers, positions=positions,
         )
         assert fast.shape == (len(layers), model.cfg.n_heads)
         assert (fast - naive).abs().max() <= 1e-4
         last_only = head_patching_effects(
-            model, ioi.clean_tokens, ioi.corrupted_tokens, metric,
+            model, ioi.tokens, ioi.corrupted_tokens, metric,
             direction=direction, layers=layers, positions=positions, last_position_only=True,
         )
         assert (last_only - naive).abs().max() <= 1e-4
@@ -69,10 +69,10 @@ def test_position_specific_patching_matches_hooked_runs(ioi_small):
     model, ioi, metric = ioi_small
     heads = [(model.cfg.n_layers - 1, 1), (0, 2)]
     values = head_position_patching_effects(
-        model, ioi.clean_tokens, ioi.corrupted_tokens, metric, heads, direction="noise"
+        model, ioi.tokens, ioi.corrupted_tokens, metric, heads, direction="noise"
     )
-    assert values.shape == (2, ioi.clean_tokens.shape[1])
-    clean_value, _ = patching_baselines(model, ioi.clean_tokens, ioi.corrupted_tokens, metric)
+    assert values.shape == (2, ioi.tokens.shape[1])
+    clean_value, _ = patching_baselines(model, ioi.tokens, ioi.corrupted_tokens, metric)
     assert values[:, 0].tolist() == pytest.approx([clean_value] * 2, abs=1e-4)  # BOS agrees
     s2 = int(ioi.positions["S2"][0])
     with torch.no_grad():
@@ -87,23 +87,23 @@ def test_position_specific_patching_matches_hooked_runs(ioi_small):
                 z[:, position, head] = corrupted_cache[name][:, position, head]
                 return z
 
-            expected = metric(model.run_with_hooks(ioi.clean_tokens, fwd_hooks=[(name, patch)]))
+            expected = metric(model.run_with_hooks(ioi.tokens, fwd_hooks=[(name, patch)]))
             assert values[row, position] == pytest.approx(float(expected), abs=1e-4)
     with pytest.raises(ValueError, match="out of range"):
         head_position_patching_effects(
-            model, ioi.clean_tokens, ioi.corrupted_tokens, metric, [(0, model.cfg.n_heads)]
+            model, ioi.tokens, ioi.corrupted_tokens, metric, [(0, model.cfg.n_heads)]
         )
 
 
 def test_full_sweep_shape_and_no_effect_when_runs_are_equal(gpt2_random):
     ioi = ioi_dataset(gpt2_random, 2, seed=0)
-    metric = lambda logits: logit_diff(logits, ioi.correct_ids, ioi.incorrect_ids)  # noqa: E731
-    same = head_patching_effects(gpt2_random, ioi.clean_tokens, ioi.clean_tokens, metric)
-    clean_value, _ = patching_baselines(gpt2_random, ioi.clean_tokens, ioi.corrupted_tokens, metric)
+    metric = lambda logits: logit_diff(logits, ioi.answer_ids, ioi.wrong_ids)  # noqa: E731
+    same = head_patching_effects(gpt2_random, ioi.tokens, ioi.tokens, metric)
+    clean_value, _ = patching_baselines(gpt2_random, ioi.tokens, ioi.corrupted_tokens, metric)
     assert same.shape == (gpt2_random.cfg.n_layers, gpt2_random.cfg.n_heads)
     assert torch.allclose(same, torch.full_like(same, clean_value), atol=1e-4)
     attribution = attribution_patching_effects(
-        gpt2_random, ioi.clean_tokens, ioi.clean_tokens, metric
+        gpt2_random, ioi.tokens, ioi.tokens, metric
     )
     assert torch.allclose(attribution, same, atol=1e-4)
 
@@ -114,12 +114,12 @@ def test_attribution_is_the_first_order_term_of_exact_patching(ioi_small):
     model, ioi, metric = ioi_small
     layers = _some_layers(model)
     eps = 1e-2
-    base, source = cache_run(model, ioi.corrupted_tokens), cache_run(model, ioi.clean_tokens)
+    base, source = cache_run(model, ioi.corrupted_tokens), cache_run(model, ioi.tokens)
     stepped = [b + eps * (s - b) for b, s in zip(base.z, source.z)]
     exact_step = replace_heads_sweep(model, base, stepped, metric, layers=layers)
     base_value = float(metric(base.logits))
     attribution = attribution_patching_effects(
-        model, ioi.clean_tokens, ioi.corrupted_tokens, metric, layers=layers
+        model, ioi.tokens, ioi.corrupted_tokens, metric, layers=layers
     )
     finite_difference = (exact_step - base_value) / eps
     linear_term = attribution - base_value
@@ -132,12 +132,12 @@ def test_residual_patching_matches_a_hooked_run(ioi_small):
     layer = model.cfg.n_layers // 2
     positions = [2, -1]
     values = residual_patching_effects(
-        model, ioi.clean_tokens, ioi.corrupted_tokens, metric, layers=[layer], positions=positions
+        model, ioi.tokens, ioi.corrupted_tokens, metric, layers=[layer], positions=positions
     )
     assert values.shape == (1, 2)
     name = get_act_name("resid_pre", layer)
     with torch.no_grad():
-        _, clean_cache = model.run_with_cache(ioi.clean_tokens, names_filter=[name])
+        _, clean_cache = model.run_with_cache(ioi.tokens, names_filter=[name])
         for column, position in enumerate(positions):
             def patch(resid, hook, position=position):
                 resid[:, position] = clean_cache[name][:, position]
@@ -147,12 +147,12 @@ def test_residual_patching_matches_a_hooked_run(ioi_small):
             assert values[0, column] == pytest.approx(float(expected), abs=1e-4)
     # Patching every position of the first layer's input is running the clean prompt.
     first = residual_patching_effects(
-        model, ioi.clean_tokens, ioi.corrupted_tokens, metric, layers=[0]
+        model, ioi.tokens, ioi.corrupted_tokens, metric, layers=[0]
     )
     _, corrupted_value = patching_baselines(
-        model, ioi.clean_tokens, ioi.corrupted_tokens, metric
+        model, ioi.tokens, ioi.corrupted_tokens, metric
     )
-    assert first.shape == (1, ioi.clean_tokens.shape[1])
+    assert first.shape == (1, ioi.tokens.shape[1])
     assert first[0, 0] == pytest.approx(corrupted_value, abs=1e-4)  # BOS is the same in both
 
 
@@ -177,8 +177,8 @@ def test_ranking_helpers():
 def test_clear_errors(gpt2_random):
     model = gpt2_random
     ioi = ioi_dataset(model, 2, seed=0)
-    metric = lambda logits: logit_diff(logits, ioi.correct_ids, ioi.incorrect_ids)  # noqa: E731
-    clean, corrupted = ioi.clean_tokens, ioi.corrupted_tokens
+    metric = lambda logits: logit_diff(logits, ioi.answer_ids, ioi.wrong_ids)  # noqa: E731
+    clean, corrupted = ioi.tokens, ioi.corrupted_tokens
     for function in (head_patching_effects, attribution_patching_effects, residual_patching_effects,
                      naive_head_patching_effects):
         with pytest.raises(ValueError, match="same shape"):

@@ -44,8 +44,9 @@ def test_split_by_adjective_is_disjoint_and_deduplicated(embedded_model):
     train, test = split_reviews_by_adjective(reviews, seed=0)
     assert len(set(train.prompts)) == len(train.prompts)
     assert len(set(test.prompts)) == len(test.prompts)
-    train_adj = set(train.tokens[:, reviews.adjective_pos].tolist())
-    test_adj = set(test.tokens[:, reviews.adjective_pos].tolist())
+    adjective = int(reviews.positions["adjective"][0])  # one template: the same position everywhere
+    train_adj = set(train.tokens[:, adjective].tolist())
+    test_adj = set(test.tokens[:, adjective].tolist())
     assert train_adj and test_adj and not train_adj & test_adj
     for split in (train, test):
         assert set(split.labels.tolist()) == {0, 1}

@@ -163,19 +163,19 @@ def check_direct_effect(
     """
     ioi = ioi_dataset(model, 2, seed=4)
     reference_prompts = ioi_dataset(model, 4, seed=5)
-    tokens = ioi.clean_tokens
+    tokens = ioi.tokens
     weights = CachedWeights(model)  # the bridge would rebuild W_O at every access
     values = {
         "zero": ablation_values(model, tokens, "zero"),
         "mean": ablation_values(
-            model, tokens, "mean", reference_tokens=reference_prompts.clean_tokens
+            model, tokens, "mean", reference_tokens=reference_prompts.tokens
         ),
     }
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
     last, earlier = n_layers - 1, max(0, n_layers - 4)
 
     def metric(logits: Tensor) -> Tensor:
-        return logit_diff(logits, ioi.correct_ids, ioi.incorrect_ids)
+        return logit_diff(logits, ioi.answer_ids, ioi.wrong_ids)
 
     def learner(layer: int, head: int, method: str) -> Any:
         with torch.no_grad():
