@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from utils.data.sentiment import sentiment_score, toy_movie_reviews
+from utils.data.sentiment import sentiment_score
 from transformer_lens.utilities import get_act_name
 from utils.interventions.hooks import (
     add_to_heads_hooks,
@@ -26,7 +26,6 @@ from utils.analysis.directions import (
     residual_directions,
     sentiment_logit_direction,
 )
-from utils.data.sentiment import split_reviews_by_adjective
 
 PROMPTS = ["When Mary and John went to the store, John gave a drink to"] * 2
 
@@ -36,30 +35,6 @@ def capture_hook(store, key):
         store[key] = value.clone()
 
     return hook
-
-
-# --- data -------------------------------------------------------------------
-
-
-def test_split_by_adjective_is_disjoint_and_deduplicated(embedded_model):
-    reviews = toy_movie_reviews(embedded_model, 80, seed=0)
-    train, test = split_reviews_by_adjective(reviews, seed=0)
-    assert len(set(train.prompts)) == len(train.prompts)
-    assert len(set(test.prompts)) == len(test.prompts)
-    train_adj = set(train.tokens[:, reviews.adjective_pos].tolist())
-    test_adj = set(test.tokens[:, reviews.adjective_pos].tolist())
-    assert train_adj and test_adj and not train_adj & test_adj
-    for split in (train, test):
-        assert set(split.labels.tolist()) == {0, 1}
-        assert split.tokens.shape[0] == len(split.prompts) == split.labels.shape[0]
-    assert split_reviews_by_adjective(reviews, seed=0)[0].prompts == train.prompts
-
-
-def test_split_needs_two_adjectives_per_class(embedded_model):
-    with pytest.raises(ValueError, match="distinct adjective"):
-        split_reviews_by_adjective(toy_movie_reviews(embedded_model, 2, seed=0))
-    with pytest.raises(TypeError, match="SentimentDataset"):
-        split_reviews_by_adjective(["not a dataset"])
 
 
 # --- directions -------------------------------------------------------------
@@ -194,6 +169,28 @@ def test_add_to_residual_hooks_shift_every_position_but_bos(any_model):
     assert torch.allclose(change[:, 0], torch.zeros_like(change[:, 0]))
     assert torch.allclose(change[0, 1:], (2.0 * direction).expand_as(change[0, 1:]), atol=1e-4)
     assert torch.allclose(change[1, 1:], (-1.0 * direction).expand_as(change[1, 1:]), atol=1e-4)
+
+
+def test_add_to_residual_hooks_add_a_change_per_row_and_position(any_model):
+    tokens = any_model.to_tokens(PROMPTS)
+    n_layers = any_model.cfg.n_layers
+    change = torch.randn(1, tokens.shape[1], any_model.cfg.d_model, generator=torch.Generator().manual_seed(1))
+    name = get_act_name("resid_post", n_layers - 1)
+    store = {}
+    with torch.no_grad():
+        any_model.run_with_hooks(tokens, fwd_hooks=[(name, capture_hook(store, "clean"))])
+        # after the last block, on row 1 only, from position 1 on
+        hooks = add_to_residual_hooks(any_model, n_layers, change, 0.5, start_pos=1, rows=[1])
+        assert hooks[0][0] == name
+        any_model.run_with_hooks(tokens, fwd_hooks=hooks + [(name, capture_hook(store, "changed"))])
+    moved = store["changed"] - store["clean"]
+    assert torch.allclose(moved[0], torch.zeros_like(moved[0]))
+    assert torch.allclose(moved[1, 0], torch.zeros_like(moved[1, 0]))
+    assert torch.allclose(moved[1, 1:], 0.5 * change[0, 1:], atol=1e-4)
+    with pytest.raises(ValueError, match="positions apply"):
+        add_to_residual_hooks(any_model, 0, change, positions=torch.tensor([1]))
+    with pytest.raises(ValueError, match="for 2 rows"):
+        any_model.run_with_hooks(tokens, fwd_hooks=add_to_residual_hooks(any_model, 0, change))
 
 
 def test_add_to_residual_hooks_errors(any_model):

@@ -19,7 +19,7 @@ The two differ when a head's write is large compared with the residual stream.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Literal, Sequence
 
 import torch
@@ -28,9 +28,8 @@ from transformer_lens.utilities import get_act_name
 
 from utils.attribution.dla import head_direct_logit_attribution
 from utils.core.heads import Head, by_layer, check_heads
-from utils.core.hooks import final_resid_name
 from utils.core.metrics import Metric, metric_value
-from utils.interventions.hooks import replace_heads_hooks
+from utils.interventions.hooks import add_to_residual_hooks, replace_heads_hooks
 
 __all__ = ["FINAL_NORMS", "BackupAnalysis", "FinalNorm", "HeadEffects", "backup_analysis", "head_effects"]
 
@@ -84,7 +83,7 @@ def _replacement_runs(
             name = get_act_name("z", layer)
             change = total_cache[name][:, :, indices] - clean_cache[name][:, :, indices]
             delta = delta + torch.einsum("bpkd,kdm->bpm", change, W_O[layer, indices].to(change.device))
-        hooks = [(final_resid_name(model), lambda resid, hook: resid + delta)]
+        hooks = add_to_residual_hooks(model, model.cfg.n_layers, delta)
         if final_norm == "frozen":
             clean_scale = clean_cache[get_act_name("scale")]
             hooks.append((get_act_name("scale"), lambda scale, hook: clean_scale))
@@ -136,6 +135,10 @@ class BackupAnalysis:
     predicted: float
     dla_clean: Tensor
     dla_ablated: Tensor
+    #: The ablated run's activations named in ``backup_analysis(..., keep=...)`` (every
+    #: layer's), e.g. its attention patterns; ``hook_z`` and the final norm's scale are
+    #: always there.
+    ablated_cache: Any = field(default=None, repr=False, compare=False)
 
     @property
     def compensation(self) -> float:
@@ -143,10 +146,31 @@ class BackupAnalysis:
 
     @property
     def dla_change(self) -> Tensor:
+        """``dla_ablated - dla_clean`` of every head but the ablated ones."""
         change = self.dla_ablated - self.dla_clean
         for layer, head in self.heads:
             change[layer, head] = 0.0  # only the heads left running can take over
         return change
+
+    @property
+    def downstream(self) -> Tensor:
+        """``BoolTensor[n_layers, n_heads]``: the heads in layers after the first
+        ablated one, the only heads whose outputs the ablation can change (the
+        ablated heads themselves excepted). Earlier heads, and the other heads of the
+        first ablated layer, compute exactly what they did; their direct contribution
+        moves only through the final norm's scale."""
+        mask = torch.zeros(self.dla_clean.shape, dtype=torch.bool)
+        mask[min(layer for layer, _ in self.heads) + 1 :] = True
+        for layer, head in self.heads:
+            mask[layer, head] = False
+        return mask
+
+    @property
+    def downstream_change(self) -> Tensor:
+        """:attr:`dla_change` of the :attr:`downstream` heads, 0 elsewhere: the heads
+        that can have reacted to the ablation (backup heads, or heads that stop
+        suppressing what the ablated heads wrote)."""
+        return torch.where(self.downstream, self.dla_change, torch.zeros_like(self.dla_clean))
 
 
 def backup_analysis(
@@ -158,6 +182,7 @@ def backup_analysis(
     values: Sequence[Tensor],
     *,
     final_norm: FinalNorm = "recomputed",
+    keep: Sequence[str] = (),
 ) -> BackupAnalysis:
     """Ablate ``heads`` together and compare every head's direct logit attribution
     (along ``directions``, ``(batch, d_model)``) before and after.
@@ -165,10 +190,15 @@ def backup_analysis(
     Args:
         values: replacements from :func:`utils.interventions.ablation.ablation_values`.
         final_norm: how ``predicted`` treats the final norm (see the module docstring).
+        keep: per-layer activations to keep, from every layer, in the result's
+            ``ablated_cache`` (e.g. ``("pattern",)``, to see where the remaining heads
+            attend once the others are gone).
     """
     heads = tuple(check_heads(model, heads))
-    every_z = [get_act_name("z", layer) for layer in range(model.cfg.n_layers)]
-    runs = _replacement_runs(model, tokens, heads, values, final_norm, extra_names=every_z)
+    if isinstance(keep, str):
+        raise TypeError('keep must be a sequence of activation names such as ("pattern",), not one string')
+    every_layer = [get_act_name(name, layer) for name in ("z", *keep) for layer in range(model.cfg.n_layers)]
+    runs = _replacement_runs(model, tokens, heads, values, final_norm, extra_names=every_layer)
     with torch.no_grad():
         dla_clean = head_direct_logit_attribution(model, runs.clean_cache, directions).cpu()
         dla_ablated = head_direct_logit_attribution(model, runs.total_cache, directions).cpu()
@@ -179,4 +209,5 @@ def backup_analysis(
         predicted=float(metric_value(metric, runs.direct_logits)),
         dla_clean=dla_clean,
         dla_ablated=dla_ablated,
+        ablated_cache=runs.total_cache,
     )

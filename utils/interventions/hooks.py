@@ -25,7 +25,7 @@ from torch import Tensor
 from transformer_lens.utilities import get_act_name
 
 from utils.core.heads import Head, by_layer, check_layer
-from utils.core.hooks import HookList
+from utils.core.hooks import HookList, final_resid_name
 
 __all__ = [
     "add_to_heads_hooks",
@@ -168,7 +168,7 @@ def residual_hook_name(model: Any, layer: int) -> str:
     check_layer(model, layer, allow_end=True)
     if layer < model.cfg.n_layers:
         return get_act_name("resid_pre", layer)
-    return get_act_name("resid_post", model.cfg.n_layers - 1)
+    return final_resid_name(model)
 
 
 def _as_scale(scale: float | Tensor) -> Tensor:
@@ -206,25 +206,40 @@ def add_to_residual_hooks(
     models use it as an attention sink).
 
     Args:
-        vector: ``(d_model,)``.
+        vector: ``(d_model,)``, the same vector everywhere; or ``(rows, pos, d_model)``,
+            a change of its own for every row and position (e.g. what some heads'
+            writes change by), added from ``start_pos`` on.
         scale: a number, or one value per row acted on.
-        positions: ``LongTensor[rows]``, add only at this position of each row.
+        positions: ``LongTensor[rows]``, add only at this position of each row (for a
+            ``(d_model,)`` vector).
         rows: act only on these batch rows; ``None`` acts on every row.
     """
     name = residual_hook_name(model, layer)
-    if not isinstance(vector, Tensor) or vector.shape != (model.cfg.d_model,):
-        raise ValueError(f"vector must be a tensor of shape ({model.cfg.d_model},)")
+    d_model = model.cfg.d_model
+    per_position = isinstance(vector, Tensor) and vector.ndim == 3 and vector.shape[-1] == d_model
+    if not isinstance(vector, Tensor) or not (per_position or vector.shape == (d_model,)):
+        raise ValueError(f"vector must be a tensor of shape ({d_model},) or (rows, pos, {d_model})")
     if isinstance(start_pos, bool) or not isinstance(start_pos, int) or start_pos < 0:
         raise ValueError(f"start_pos must be a non-negative int, got {start_pos!r}")
     factor = _as_scale(scale)
     row_index = _check_rows(rows)
     where = _check_where(positions, None if row_index is None else row_index.shape[0])
+    if per_position and where is not None:
+        raise ValueError("positions apply to a (d_model,) vector; a per-position change says where itself")
 
     def hook(resid: Tensor, hook: Any) -> Tensor:
         targets = _rows_of(row_index, resid.shape[0], resid.device)
-        shift = _row_scale(factor, targets.shape[0], resid[targets, 0]) * vector.to(resid.device, resid.dtype)
+        if per_position and tuple(vector.shape[:2]) != (targets.shape[0], resid.shape[1]):
+            raise ValueError(
+                f"the change has shape {tuple(vector.shape)} for {targets.shape[0]} rows of "
+                f"{resid.shape[1]} positions"
+            )
+        like = resid[targets] if per_position else resid[targets, 0]
+        shift = _row_scale(factor, targets.shape[0], like) * vector.to(resid.device, resid.dtype)
         resid = resid.clone()
-        if where is None:
+        if per_position:
+            resid[targets, start_pos:] += shift[:, start_pos:]
+        elif where is None:
             resid[targets, start_pos:] += shift[:, None]
         else:
             resid[targets, where.to(resid.device)] += shift
