@@ -8,10 +8,12 @@ from typing import ClassVar
 import pytest
 import torch
 
-from utils.data.base import PromptSet, check_count
+from utils.core.positions import same_position
+from utils.data.base import PromptSet, answers_by_label, check_count
 from utils.data.tokens import (
     bos_id,
     encode,
+    equal_length_tokens,
     is_single_token,
     pad_right,
     piece_ids,
@@ -188,3 +190,28 @@ def test_clean_and_corrupted_of_different_lengths(any_model):
     clean, corrupted = tokens_of_equal_length(any_model, ["When Mary left"], ["When John left"])
     assert clean.shape == corrupted.shape
     assert clean[0].tolist() == any_model.to_tokens("When Mary left")[0].tolist()
+
+
+def test_answers_by_label():
+    answers, wrong = answers_by_label(torch.tensor([1, 0, 1]), 7, 9)
+    assert answers.tolist() == [7, 9, 7] and wrong.tolist() == [9, 7, 9]
+    assert answers.dtype == torch.long
+    for bad in (torch.tensor([0, 2]), torch.tensor([[1]]), [1, 0]):
+        with pytest.raises(ValueError, match="labels"):
+            answers_by_label(bad, 7, 9)
+
+
+def test_same_position():
+    assert same_position(3, 5).tolist() == [5, 5, 5]
+    assert same_position(3, 5).dtype == torch.long
+    for batch, position, name in ((0, 1, "batch"), (2, -1, "position"), (True, 1, "batch"), (2, 1.0, "position")):
+        with pytest.raises(ValueError, match=name):
+            same_position(batch, position)
+
+
+def test_equal_length_tokens(any_model):
+    prompts = ["The cat sat", "The dog sat"]
+    tokens = equal_length_tokens(any_model, prompts)
+    assert torch.equal(tokens, to_tokens(any_model, prompts)[0])
+    with pytest.raises(ValueError, match="review prompts differ in token length .*; shorten them"):
+        equal_length_tokens(any_model, ["Hi", "A much longer prompt than the first"], "review", "shorten them")

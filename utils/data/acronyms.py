@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from utils.core.positions import same_position
 from utils.data.base import PromptSet, check_count
 from utils.data.tokens import encode, is_single_token, single_token_id, to_tokens
 
@@ -177,7 +178,7 @@ def acronym_dataset(model: Any, n_prompts: int = 16, *, seed: int = 0) -> Acrony
         answer_ids=torch.tensor([single_token_id(model, a) for a in answers]),
         positions={
             "words": torch.tensor(word_pos),
-            "END": torch.full((n_prompts,), common_length - 1, dtype=torch.long),
+            "END": same_position(n_prompts, common_length - 1),
         },
         answers=answers,
         letter_ids=torch.tensor([single_token_id(model, c) for c in CAPITAL_LETTERS]),

@@ -31,7 +31,7 @@ from torch import Tensor
 
 from utils.core.positions import check_positions
 
-__all__ = ["PromptSet", "check_count"]
+__all__ = ["PromptSet", "answers_by_label", "check_count"]
 
 P = TypeVar("P", bound="PromptSet")
 
@@ -45,6 +45,20 @@ def check_count(name: str, value: Any, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
     return value
+
+
+def answers_by_label(labels: Tensor, positive_id: int | Tensor, negative_id: int | Tensor) -> tuple[Tensor, Tensor]:
+    """``(answer_ids, wrong_ids)`` of a two-class task: ``positive_id`` where a label is 1
+    and ``negative_id`` where it is 0, and the other one as the contrast.
+
+    Raises:
+        ValueError: ``labels`` is not a 1-D tensor of 0s and 1s.
+    """
+    if not isinstance(labels, Tensor) or labels.ndim != 1 or not bool(((labels == 0) | (labels == 1)).all()):
+        raise ValueError(f"labels must be a 1-D tensor of 0s and 1s, got {_describe(labels)}")
+    positive, negative = torch.as_tensor(positive_id, dtype=torch.long), torch.as_tensor(negative_id, dtype=torch.long)
+    is_positive = labels == 1
+    return torch.where(is_positive, positive, negative), torch.where(is_positive, negative, positive)
 
 
 def _is_long(value: Any) -> bool:

@@ -11,8 +11,9 @@ from typing import Any, ClassVar, Sequence
 import torch
 from torch import Tensor
 
-from utils.data.base import PromptSet
-from utils.data.tokens import encode, is_single_token, single_token_id, to_tokens
+from utils.core.positions import same_position
+from utils.data.base import PromptSet, answers_by_label
+from utils.data.tokens import encode, equal_length_tokens, is_single_token, single_token_id
 from utils.interventions.runner import forward_logits
 
 COUNTRY_CAPITALS: tuple[tuple[str, str], ...] = (
@@ -56,17 +57,6 @@ def _check_pairs(pairs: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
     if len({country for country, _ in checked}) != len(checked):
         raise ValueError("each country may appear only once")
     return checked
-
-
-def _equal_length_tokens(model: Any, prompts: Sequence[str], what: str, hint: str) -> Tensor:
-    tokens, lengths = to_tokens(model, prompts)
-    if len(set(lengths.tolist())) != 1:
-        raise ValueError(f"{what} prompts differ in token length {sorted(set(lengths.tolist()))}; {hint}")
-    return tokens
-
-
-def _same_everywhere(batch: int, position: int) -> Tensor:
-    return torch.full((batch,), position, dtype=torch.long)
 
 
 def _check_seed(seed: Any) -> int:
@@ -120,7 +110,7 @@ def capital_facts(
     if not usable:
         raise ValueError("no (country, capital) pair is a pair of single tokens for this tokenizer")
     prompts = [CAPITAL_TEMPLATE.format(country=country) for country, _ in usable]
-    tokens = _equal_length_tokens(model, prompts, "capital", "use single-token countries")
+    tokens = equal_length_tokens(model, prompts, "capital", "use single-token countries")
     answers = torch.tensor([single_token_id(model, " " + capital) for _, capital in usable])
     prefix = CAPITAL_TEMPLATE.split("{country}")[0].rstrip()
     facts = CapitalFacts(
@@ -128,8 +118,8 @@ def capital_facts(
         tokens=tokens,
         answer_ids=answers,
         positions={
-            "subject": _same_everywhere(len(usable), len(encode(model, prefix))),
-            "END": _same_everywhere(len(usable), tokens.shape[1] - 1),
+            "subject": same_position(len(usable), len(encode(model, prefix))),
+            "END": same_position(len(usable), tokens.shape[1] - 1),
         },
         countries=[country for country, _ in usable],
         capitals=[capital for _, capital in usable],
@@ -191,7 +181,7 @@ def knowledge_conflict_dataset(model: Any, facts: CapitalFacts, *, seed: int = 0
         CONFLICT_TEMPLATE.format(country=country, counterfactual=facts.capitals[j])
         for country, j in zip(facts.countries, partner)
     ]
-    tokens = _equal_length_tokens(model, prompts, "conflict", "use single-token countries")
+    tokens = equal_length_tokens(model, prompts, "conflict", "use single-token countries")
     before_counterfactual = CONFLICT_TEMPLATE.split("{counterfactual}")[0].format(country=facts.countries[0]).rstrip()
     second_prefix = CONFLICT_TEMPLATE.rsplit("{country}", 1)[0].format(
         country=facts.countries[0], counterfactual=facts.capitals[partner[0]]
@@ -203,10 +193,10 @@ def knowledge_conflict_dataset(model: Any, facts: CapitalFacts, *, seed: int = 0
         answer_ids=facts.answer_ids.clone(),
         wrong_ids=facts.answer_ids[partner].clone(),
         positions={
-            "counterfactual": _same_everywhere(batch, len(encode(model, before_counterfactual))),
+            "counterfactual": same_position(batch, len(encode(model, before_counterfactual))),
             "subject_1": facts.positions["subject"].clone(),
-            "subject_2": _same_everywhere(batch, len(encode(model, second_prefix))),
-            "END": _same_everywhere(batch, tokens.shape[1] - 1),
+            "subject_2": same_position(batch, len(encode(model, second_prefix))),
+            "END": same_position(batch, tokens.shape[1] - 1),
         },
     )
 
@@ -262,18 +252,18 @@ def yes_no_dataset(model: Any, facts: CapitalFacts, *, n_questions: int | None =
         for label, city in ((1, capitals[i]), (0, capitals[wrong[i]])):
             prompts.append(shots + YES_NO_QUESTION.format(city=city, country=country))
             labels.append(label)
-    tokens = _equal_length_tokens(model, prompts, "yes/no", "use single-token countries and capitals")
+    tokens = equal_length_tokens(model, prompts, "yes/no", "use single-token countries and capitals")
     label_tensor = torch.tensor(labels)
-    yes, no = torch.tensor(yes_id), torch.tensor(no_id)
+    answer_ids, wrong_ids = answers_by_label(label_tensor, yes_id, no_id)
     return YesNoDataset(
         prompts=prompts,
         tokens=tokens,
-        answer_ids=torch.where(label_tensor == 1, yes, no),
-        wrong_ids=torch.where(label_tensor == 1, no, yes),
+        answer_ids=answer_ids,
+        wrong_ids=wrong_ids,
         positions={
             "yes": _last_position(tokens, yes_id, "' Yes'"),
             "no": _last_position(tokens, no_id, "' No'"),
-            "END": _same_everywhere(len(prompts), tokens.shape[1] - 1),
+            "END": same_position(len(prompts), tokens.shape[1] - 1),
         },
         labels=label_tensor,
         yes_id=yes_id,
@@ -351,7 +341,7 @@ def multiple_choice_dataset(
         options = distractors[:slot] + [facts.capitals[i]] + distractors[slot:]
         prompts.append(shot + MULTIPLE_CHOICE_QUESTION.format(country=facts.countries[i], options=_options_block(options)))
         correct.append(slot)
-    tokens = _equal_length_tokens(model, prompts, "multiple-choice", "use single-token capitals")
+    tokens = equal_length_tokens(model, prompts, "multiple-choice", "use single-token capitals")
     letter_pos = torch.stack(
         [_last_position(tokens, letter_id, repr(letter)) for letter_id, letter in zip(bare_letter_ids, LETTERS)],
         dim=1,
@@ -363,7 +353,7 @@ def multiple_choice_dataset(
         prompts=prompts,
         tokens=tokens,
         answer_ids=letter_ids[correct_tensor],
-        positions={"letters": letter_pos, "END": _same_everywhere(len(prompts), tokens.shape[1] - 1)},
+        positions={"letters": letter_pos, "END": same_position(len(prompts), tokens.shape[1] - 1)},
         correct=correct_tensor,
         letter_ids=letter_ids,
     )

@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Sequence
 import torch
 from torch import Tensor
 
+from utils.core.positions import last_positions
 from utils.data.base import PromptSet, check_count
 from utils.data.tokens import encode, is_single_token, single_token_id, tokens_of_equal_length
 
@@ -182,5 +183,5 @@ def _ioi_positions(tokens: Tensor, io_ids: Tensor, s_ids: Tensor) -> dict[str, T
         "IO": torch.tensor(io_pos),
         "S1": torch.tensor(s1_pos),
         "S2": torch.tensor(s2_pos),
-        "END": torch.full((tokens.shape[0],), tokens.shape[1] - 1),
+        "END": last_positions(tokens),
     }

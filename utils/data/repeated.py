@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from utils.core.positions import last_positions, same_position
 from utils.data.base import PromptSet, check_count
 from utils.data.tokens import with_bos
 
@@ -64,8 +65,8 @@ def repeated_random_tokens(
         tokens=tokens,
         answer_ids=block[:, 0].clone(),
         positions={
-            "repeat": torch.full((n_prompts,), 1 + period, dtype=torch.long),
-            "END": torch.full((n_prompts,), tokens.shape[1] - 1, dtype=torch.long),
+            "repeat": same_position(n_prompts, 1 + period),
+            "END": last_positions(tokens),
         },
         period=period,
         n_repeats=n_repeats,

@@ -11,8 +11,9 @@ from typing import Any, ClassVar, Sequence
 import torch
 from torch import Tensor
 
-from utils.data.base import PromptSet
-from utils.data.tokens import encode, is_single_token, single_token_id, to_tokens
+from utils.core.positions import same_position
+from utils.data.base import PromptSet, answers_by_label
+from utils.data.tokens import encode, equal_length_tokens, is_single_token, single_token_id
 
 POSITIVE_ADJECTIVES = ("good", "great", "amazing", "excellent", "wonderful", "fantastic",
                        "perfect", "brilliant", "beautiful", "lovely")
@@ -104,27 +105,21 @@ def toy_movie_reviews(model: Any, n_prompts: int = 16, *, seed: int = 0) -> Sent
         adjectives, verbs = pools[label]
         prompts.append(MOVIE_REVIEW_TEMPLATE.format(ADJ=rng.choice(adjectives), VERB=rng.choice(verbs)))
         labels.append(label)
-    tokens, lengths = to_tokens(model, prompts)
-    if len(set(lengths.tolist())) != 1:
-        raise ValueError(f"review prompts differ in token length {sorted(set(lengths.tolist()))}")
+    tokens = equal_length_tokens(model, prompts, "review")
     # The word's leading space belongs to its token, so the prefix is measured without it.
     prefix = MOVIE_REVIEW_TEMPLATE.split("{ADJ}")[0].rstrip()
     verb_prefix = MOVIE_REVIEW_TEMPLATE.split("{VERB}")[0].format(ADJ=pools[1][0][0]).rstrip()
     label_tensor = torch.tensor(labels)
-    first_positive, first_negative = torch.tensor(positive[0]), torch.tensor(negative[0])
-
-    def everywhere(position: int) -> Tensor:
-        return torch.full((n_prompts,), position, dtype=torch.long)
-
+    answer_ids, wrong_ids = answers_by_label(label_tensor, positive[0], negative[0])
     return SentimentDataset(
         prompts=prompts,
         tokens=tokens,
-        answer_ids=torch.where(label_tensor == 1, first_positive, first_negative),
-        wrong_ids=torch.where(label_tensor == 1, first_negative, first_positive),
+        answer_ids=answer_ids,
+        wrong_ids=wrong_ids,
         positions={
-            "adjective": everywhere(len(encode(model, prefix))),
-            "verb": everywhere(len(encode(model, verb_prefix))),
-            "END": everywhere(tokens.shape[1] - 1),
+            "adjective": same_position(n_prompts, len(encode(model, prefix))),
+            "verb": same_position(n_prompts, len(encode(model, verb_prefix))),
+            "END": same_position(n_prompts, tokens.shape[1] - 1),
         },
         labels=label_tensor,
         positive_ids=torch.tensor(positive),

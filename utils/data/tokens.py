@@ -18,6 +18,7 @@ from torch import Tensor
 __all__ = [
     "bos_id",
     "encode",
+    "equal_length_tokens",
     "is_single_token",
     "pad_right",
     "piece_ids",
@@ -89,6 +90,25 @@ def to_tokens(model: Any, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
     if isinstance(texts, str):
         raise TypeError("texts must be a list of strings, not one string")
     return pad_right([encode(model, text) for text in texts], bos_id(model))
+
+
+def equal_length_tokens(model: Any, texts: Sequence[str], what: str = "", hint: str = "") -> Tensor:
+    """:func:`to_tokens` for prompts that must all have one token length (one template,
+    so each named token sits at the same position in every prompt).
+
+    Args:
+        what: the kind of prompt, for the error message (``"yes/no"``, ``"review"``).
+        hint: what to do about a mismatch, appended to the message.
+
+    Raises:
+        ValueError: the prompts differ in token length (the message lists the lengths).
+    """
+    tokens, lengths = to_tokens(model, texts)
+    if len(set(lengths.tolist())) != 1:
+        kind = f"{what} prompts" if what else "prompts"
+        advice = f"; {hint}" if hint else ""
+        raise ValueError(f"{kind} differ in token length {sorted(set(lengths.tolist()))}{advice}")
+    return tokens
 
 
 def single_token_id(model: Any, text: str) -> int:
