@@ -28,7 +28,7 @@ def ioi_small(any_model):
     ioi = ioi_dataset(any_model, 4, seed=2)
 
     def metric(logits):
-        return logit_diff(logits, ioi.correct_ids, ioi.incorrect_ids)
+        return logit_diff(logits, ioi.answer_ids, ioi.wrong_ids)
 
     return any_model, ioi, metric
 
@@ -45,7 +45,7 @@ def test_derangement_moves_every_item_and_is_seeded():
 
 def test_ablation_values_shapes_and_meaning(ioi_small):
     model, ioi, _ = ioi_small
-    tokens = ioi.clean_tokens
+    tokens = ioi.tokens
     batch, pos = tokens.shape
     shape = (batch, pos, model.cfg.n_heads, model.cfg.d_head)
     with torch.no_grad():
@@ -64,7 +64,7 @@ def test_ablation_values_shapes_and_meaning(ioi_small):
 
 def test_ablation_values_from_an_existing_cache(ioi_small):
     model, ioi, _ = ioi_small
-    tokens = ioi.clean_tokens
+    tokens = ioi.tokens
     with torch.no_grad():
         _, cache = model.run_with_cache(tokens, names_filter=lambda name: name.endswith("hook_z"))
     for method in ("mean", "resample"):
@@ -79,7 +79,7 @@ def test_ablation_values_from_an_existing_cache(ioi_small):
 
 def test_single_head_sweep_matches_the_shared_hooks(ioi_small):
     model, ioi, metric = ioi_small
-    tokens = ioi.clean_tokens
+    tokens = ioi.tokens
     layer = model.cfg.n_layers - 1
     zero = head_ablation_sweep(model, tokens, metric, method="zero", layers=[layer])
     mean = head_ablation_sweep(
@@ -107,7 +107,7 @@ def test_single_head_sweep_matches_the_shared_hooks(ioi_small):
 
 def test_replace_heads_hooks_match_plain_hooks(ioi_small):
     model, ioi, _ = ioi_small
-    tokens = ioi.clean_tokens
+    tokens = ioi.tokens
     layer = model.cfg.n_layers - 1
     heads = [0, model.cfg.n_heads - 1]
     for method in ("zero", "mean", "resample"):
@@ -120,7 +120,7 @@ def test_replace_heads_hooks_match_plain_hooks(ioi_small):
 
 def test_replace_heads_hooks_at_one_position_per_row(ioi_small):
     model, ioi, _ = ioi_small
-    tokens = ioi.clean_tokens
+    tokens = ioi.tokens
     values = ablation_values(model, tokens, "mean")
     positions = torch.tensor([1, 2, 3, 4])
     name = get_act_name("z", 0)
@@ -138,7 +138,7 @@ def test_replace_heads_hooks_at_one_position_per_row(ioi_small):
 
 def test_head_effects_of_several_heads_match_plain_hooks(ioi_small):
     model, ioi, metric = ioi_small
-    tokens = ioi.clean_tokens
+    tokens = ioi.tokens
     layer = model.cfg.n_layers // 2
     values = ablation_values(model, tokens, "mean")
     effects = head_effects(model, tokens, [(layer, 0), (layer, 1)], metric, values)
@@ -149,8 +149,8 @@ def test_head_effects_of_several_heads_match_plain_hooks(ioi_small):
 
 def test_backup_analysis_bookkeeping(ioi_small):
     model, ioi, metric = ioi_small
-    tokens = ioi.clean_tokens
-    directions = logit_difference_direction(model, ioi.correct_ids, ioi.incorrect_ids)
+    tokens = ioi.tokens
+    directions = logit_difference_direction(model, ioi.answer_ids, ioi.wrong_ids)
     layer = model.cfg.n_layers // 2
     values = ablation_values(model, tokens, "zero")
     result = backup_analysis(model, tokens, metric, directions, [(layer, 1)], values)
@@ -165,17 +165,32 @@ def test_backup_analysis_bookkeeping(ioi_small):
     assert result.dla_change[layer, 1] == 0.0
     assert result.dla_change.shape == (model.cfg.n_layers, model.cfg.n_heads)
     heads = [(layer, 0), (model.cfg.n_layers - 1, 2)]
-    together = backup_analysis(model, tokens, metric, directions, heads, values)
+    together = backup_analysis(model, tokens, metric, directions, heads, values, keep=("pattern",))
     with torch.no_grad():
         hooks = [(get_act_name("z", l), plain_replace_hook([h], values[l])) for l, h in heads]
-        ablated = metric(model.run_with_hooks(tokens, fwd_hooks=hooks))
-    assert together.ablated == pytest.approx(float(ablated), abs=1e-4)
+        with model.hooks(fwd_hooks=hooks):
+            ablated, ablated_cache = model.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_pattern"))
+    assert together.ablated == pytest.approx(float(metric(ablated)), abs=1e-4)
+    # The ablated run's attention patterns, kept on request.
+    for l in range(model.cfg.n_layers):
+        name = get_act_name("pattern", l)
+        assert torch.allclose(together.ablated_cache[name], ablated_cache[name], atol=1e-5)
+    # Downstream: the heads after the first ablated layer, the ablated heads excepted.
+    downstream = together.downstream
+    assert not downstream[: layer + 1].any()
+    assert downstream[layer + 1 :].sum() == (model.cfg.n_layers - layer - 1) * model.cfg.n_heads - 1
+    assert not downstream[model.cfg.n_layers - 1, 2]
+    change = together.downstream_change
+    assert torch.equal(change[downstream], together.dla_change[downstream])
+    assert bool((change[~downstream] == 0).all())
+    with pytest.raises(TypeError, match="not one string"):
+        backup_analysis(model, tokens, metric, directions, heads, values, keep="pattern")
 
 
 def test_clear_errors(gpt2_random):
     model = gpt2_random
     ioi = ioi_dataset(model, 2, seed=0)
-    tokens = ioi.clean_tokens
+    tokens = ioi.tokens
     with pytest.raises(ValueError, match="unknown ablation method"):
         ablation_values(model, tokens, "half")
     with pytest.raises(ValueError, match="template length"):

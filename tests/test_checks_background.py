@@ -240,8 +240,8 @@ def test_zero_head_hook_check_lets_the_stub_through(embedded_model):
 def ioi_inputs(any_model):
     ioi = ioi_dataset(any_model, 4, seed=0)
     with torch.no_grad():
-        _, cache = any_model.run_with_cache(ioi.clean_tokens)
-    directions = logit_difference_direction(any_model, ioi.correct_ids, ioi.incorrect_ids)
+        _, cache = any_model.run_with_cache(ioi.tokens)
+    directions = logit_difference_direction(any_model, ioi.answer_ids, ioi.wrong_ids)
     return any_model, cache, directions
 
 

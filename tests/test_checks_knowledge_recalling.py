@@ -20,6 +20,7 @@ from utils.course.checks.knowledge_recalling import (
 from utils.attribution.circuits import expand_kv_heads
 from utils.analysis.classify import classify_by_source
 from utils.attribution.dla import head_attribution_by_key
+from utils.data.tokens import to_tokens
 from utils.scores.retrieval import negative_attention_score
 
 
@@ -141,9 +142,9 @@ PROMPTS = [
 
 @pytest.fixture(scope="module")
 def prompts(any_model):
-    tokens = [any_model.to_tokens(prompt) for prompt in PROMPTS]
+    tokens, lengths = to_tokens(any_model, PROMPTS)  # right-padded, like the chapter's facts
     answers = torch.tensor([100, 200, 300, 400])
-    return any_model, tokens, answers
+    return any_model, tokens, answers, lengths - 1
 
 
 def make_attribution(*, kv="expand", scale=True, query=-1, weight=True):
@@ -198,10 +199,10 @@ def test_attribution_by_key_check_rejects_bugs(prompts, wrong):
     ],
 )
 def test_attribution_by_key_check_catches_grouped_query_bugs(embedded_model, wrong):
-    tokens = [embedded_model.to_tokens(prompt) for prompt in PROMPTS]
+    tokens, lengths = to_tokens(embedded_model, PROMPTS)
     assert embedded_model.cfg.n_key_value_heads < embedded_model.cfg.n_heads
     with pytest.raises(CheckFailed):
-        check_head_attribution_by_key(wrong, embedded_model, tokens, torch.arange(4) + 100)
+        check_head_attribution_by_key(wrong, embedded_model, tokens, torch.arange(4) + 100, lengths - 1)
 
 
 def test_attribution_by_key_check_lets_the_stub_through(prompts):

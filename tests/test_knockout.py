@@ -13,6 +13,7 @@ from utils.interventions.hooks import (
     equalize_attention_hooks,
     replace_heads_hooks,
 )
+from utils.data.tokens import to_tokens
 from utils.interventions.knockout import knockout_window_scan, layer_windows
 from utils.interventions.runner import PrefixRun, Variants, run_variants
 from utils.scores.retrieval import negative_attention_score
@@ -57,6 +58,10 @@ def test_knockout_rejects_bad_input(any_model):
         attention_knockout_hooks(any_model, [0], [1.5])
     with pytest.raises(ValueError, match="not visible"):
         any_model.run_with_hooks(tokens, fwd_hooks=attention_knockout_hooks(any_model, [0], [2], query_pos=1))
+    with pytest.raises(ValueError, match="not visible"):
+        knockout_window_scan(
+            any_model, tokens, torch.tensor([1]), {"s": _masks(tokens, [[3]])}, 1, end_positions=torch.tensor([2])
+        )
 
 
 def test_prefix_run_matches_a_full_run(any_model):
@@ -110,35 +115,51 @@ def test_layer_windows():
         layer_windows(6, 3, centres=[])
 
 
+def _masks(tokens, per_prompt):
+    mask = torch.zeros(tokens.shape, dtype=torch.bool)
+    for row, positions in enumerate(per_prompt):
+        mask[row, positions] = True
+    return mask
+
+
 def test_knockout_window_scan_matches_single_runs(any_model):
-    prompts = [any_model.to_tokens(PROMPT), any_model.to_tokens("The capital of France is")]
+    texts = [PROMPT, "The capital of France is"]
+    tokens, lengths = to_tokens(any_model, texts)
+    assert lengths[0] != lengths[1]  # a right-padded batch
     answers = torch.tensor([100, 200])
-    groups = {"early": [[1, 2], [1]], "late": [[3], [2, 3]]}
-    result = knockout_window_scan(any_model, prompts, answers, groups, 2, centres=[0, 1])
+    positions = {"early": [[1, 2], [1]], "late": [[3], [2, 3]]}
+    groups = {name: _masks(tokens, per_prompt) for name, per_prompt in positions.items()}
+    result = knockout_window_scan(any_model, tokens, answers, groups, 2, centres=[0, 1], end_positions=lengths - 1)
     assert set(result) == {"early", "late"} and result["early"].shape == (2, 2)
     windows = layer_windows(any_model.cfg.n_layers, 2, [0, 1])
-    for index, (tokens, answer) in enumerate(zip(prompts, answers)):
-        clean = any_model(tokens)[0, -1].softmax(-1)[answer]
-        for name, per_prompt in groups.items():
+    for index, (text, answer) in enumerate(zip(texts, answers)):
+        single = any_model.to_tokens(text)
+        clean = any_model(single)[0, -1].softmax(-1)[answer]
+        for name, per_prompt in positions.items():
             for w, layers in enumerate(windows):
                 hooks = attention_knockout_hooks(any_model, layers, per_prompt[index])
-                blocked = any_model.run_with_hooks(tokens, fwd_hooks=hooks)[0, -1].softmax(-1)[answer]
+                blocked = any_model.run_with_hooks(single, fwd_hooks=hooks)[0, -1].softmax(-1)[answer]
                 expected = float((blocked - clean) / clean)
                 assert result[name][index, w].item() == pytest.approx(expected, abs=1e-3)
 
 
 def test_knockout_window_scan_rejects_bad_input(any_model):
-    prompts = [any_model.to_tokens(PROMPT)]
+    tokens = any_model.to_tokens(PROMPT)
+    group = {"s": _masks(tokens, [[1]])}
     with pytest.raises(ValueError, match="answer_ids"):
-        knockout_window_scan(any_model, prompts, torch.tensor([1, 2]), {"s": [[1]]}, 1)
+        knockout_window_scan(any_model, tokens, torch.tensor([1, 2]), group, 1)
     with pytest.raises(ValueError, match="vocabulary"):
-        knockout_window_scan(any_model, prompts, torch.tensor([any_model.cfg.d_vocab]), {"s": [[1]]}, 1)
+        knockout_window_scan(any_model, tokens, torch.tensor([any_model.cfg.d_vocab]), group, 1)
     with pytest.raises(ValueError, match="key_groups is empty"):
-        knockout_window_scan(any_model, prompts, torch.tensor([1]), {}, 1)
-    with pytest.raises(ValueError, match="lists of positions"):
-        knockout_window_scan(any_model, prompts, torch.tensor([1]), {"s": [[1], [2]]}, 1)
-    with pytest.raises(ValueError, match="prompt 0"):
-        knockout_window_scan(any_model, [prompts[0][0]], torch.tensor([1]), {"s": [[1]]}, 1)
+        knockout_window_scan(any_model, tokens, torch.tensor([1]), {}, 1)
+    with pytest.raises(ValueError, match="BoolTensor of shape"):
+        knockout_window_scan(any_model, tokens, torch.tensor([1]), {"s": [[1]]}, 1)
+    with pytest.raises(ValueError, match="tokens must be"):
+        knockout_window_scan(any_model, tokens[0], torch.tensor([1]), group, 1)
+    with pytest.raises(ValueError, match="end_positions"):
+        knockout_window_scan(any_model, tokens, torch.tensor([1]), group, 1, end_positions=torch.tensor([99]))
+    with pytest.raises(ValueError, match="after BOS"):
+        knockout_window_scan(any_model, tokens, torch.tensor([1]), group, 1, end_positions=torch.tensor([0]))
 
 
 def test_equalize_attention_removes_the_preference(any_model):

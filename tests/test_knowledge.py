@@ -18,6 +18,7 @@ from utils.analysis.classify import classify_by_source
 from utils.scores.patterns import option_attention
 from utils.attribution.circuits import ov_lookup_accuracy
 from utils.attribution.dla import head_direct_logit_attribution
+from utils.data.tokens import to_tokens
 
 torch.set_grad_enabled(False)
 
@@ -51,35 +52,62 @@ def test_attribution_by_key_rejects_bad_directions(any_model):
         head_attribution_by_key(any_model, cache, torch.zeros(2, any_model.cfg.d_model))
 
 
+def _subject_mask(tokens, per_prompt):
+    mask = torch.zeros(tokens.shape, dtype=torch.bool)
+    for row, positions in enumerate(per_prompt):
+        mask[row, positions] = True
+    return mask
+
+
 def test_attribution_by_source_parts_add_up(any_model):
     prompts = [PROMPT, "The capital of France is", "The capital of Italy is"]
-    tokens = [any_model.to_tokens(p) for p in prompts]
+    tokens, lengths = to_tokens(any_model, prompts)  # right-padded: the first prompt is longer
     answers = torch.tensor([11, 12, 13])
-    subjects = [[1, 2, 3, 4][: tokens[0].shape[1] - 2], [4], [4]]
-    parts = attribution_by_source(any_model, tokens, answers, subjects)
+    subjects = _subject_mask(tokens, [[1, 2, 3, 4][: int(lengths[0]) - 2], [4], [4]])
+    parts = attribution_by_source(any_model, tokens, answers, subjects, lengths - 1)
     shape = (any_model.cfg.n_layers, any_model.cfg.n_heads)
     assert parts.total.shape == shape
     assert torch.allclose(parts.subject + parts.relation + parts.bos, parts.total, atol=1e-4)
     # The mean over prompts of single-prompt attributions.
     singles = []
-    for prompt_tokens, answer in zip(tokens, answers):
-        _, cache = _cache(any_model, prompt_tokens)
+    for prompt, answer in zip(prompts, answers):
+        _, cache = _cache(any_model, any_model.to_tokens(prompt))
         singles.append(head_direct_logit_attribution(any_model, cache, any_model.W_U[:, [int(answer)]].T))
     assert torch.allclose(parts.total, torch.stack(singles).mean(0), atol=1e-4)
 
 
+def test_attribution_by_key_at_per_prompt_positions(any_model):
+    tokens, lengths = to_tokens(any_model, [PROMPT, "The capital of France is"])
+    _, cache = _cache(any_model, tokens)
+    directions = _answer_direction(any_model, 2)
+    per_key = head_attribution_by_key(any_model, cache, directions, lengths - 1)
+    short = any_model.to_tokens("The capital of France is")
+    _, short_cache = _cache(any_model, short)
+    alone = head_attribution_by_key(any_model, short_cache, directions[1:])
+    assert torch.allclose(per_key[1, ..., : short.shape[1]], alone[0], atol=1e-4)
+    assert bool((per_key[1, ..., short.shape[1]:] == 0).all())  # padding is never attended to
+    with pytest.raises(ValueError, match="positions must have shape"):
+        head_attribution_by_key(any_model, cache, directions, torch.zeros(3, dtype=torch.long))
+
+
 def test_attribution_by_source_rejects_bad_input(any_model):
-    tokens = [any_model.to_tokens(PROMPT)]
-    with pytest.raises(ValueError, match="no prompts"):
-        attribution_by_source(any_model, [], torch.tensor([]), [])
+    tokens = any_model.to_tokens(PROMPT)
+    end = torch.tensor([tokens.shape[1] - 1])
+    subject = _subject_mask(tokens, [[1]])
+    with pytest.raises(ValueError, match="tokens must be"):
+        attribution_by_source(any_model, tokens[0], torch.tensor([1]), subject, end)
     with pytest.raises(ValueError, match="answer_ids"):
-        attribution_by_source(any_model, tokens, torch.tensor([1, 2]), [[1]])
-    with pytest.raises(ValueError, match="lists of subject positions"):
-        attribution_by_source(any_model, tokens, torch.tensor([1]), [[1], [2]])
+        attribution_by_source(any_model, tokens, torch.tensor([1, 2]), subject, end)
+    with pytest.raises(ValueError, match="subject_mask"):
+        attribution_by_source(any_model, tokens, torch.tensor([1]), [[1]], end)
+    with pytest.raises(ValueError, match="end_positions"):
+        attribution_by_source(any_model, tokens, torch.tensor([1]), subject, torch.tensor([1, 2]))
     with pytest.raises(ValueError, match="must lie in"):
-        attribution_by_source(any_model, tokens, torch.tensor([1]), [[0]])
+        attribution_by_source(any_model, tokens, torch.tensor([1]), _subject_mask(tokens, [[0]]), end)
     with pytest.raises(ValueError, match="must lie in"):
-        attribution_by_source(any_model, tokens, torch.tensor([1]), [[99]])
+        attribution_by_source(any_model, tokens, torch.tensor([1]), _subject_mask(tokens, [[3]]), torch.tensor([2]))
+    with pytest.raises(ValueError, match="must lie in"):
+        attribution_by_source(any_model, tokens, torch.tensor([1]), _subject_mask(tokens, [[]]), end)
 
 
 def test_subject_share_and_classification():

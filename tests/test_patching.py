@@ -29,7 +29,7 @@ def ioi_small(any_model):
     ioi = ioi_dataset(any_model, 2, seed=1)
 
     def metric(logits):
-        return logit_diff(logits, ioi.correct_ids, ioi.incorrect_ids)
+        return logit_diff(logits, ioi.answer_ids, ioi.wrong_ids)
 
     return any_model, ioi, metric
 
@@ -61,7 +61,7 @@ def _some_layers(model):
 
 def test_resuming_a_cached_run_reproduces_its_logits(ioi_small):
     model, ioi, _ = ioi_small
-    run = cache_run(model, ioi.clean_tokens)
+    run = cache_run(model, ioi.tokens)
     for layer in _some_layers(model):
         logits = run_from_layer(model, run, layer, run.resid_pre[layer].repeat(2, 1, 1))
         assert torch.allclose(logits, run.logits.repeat(2, 1, 1), atol=1e-3)
@@ -73,19 +73,20 @@ def test_resuming_a_cached_run_reproduces_its_logits(ioi_small):
 def test_fast_exact_patching_equals_transformer_lens(ioi_small, direction):
     model, ioi, metric = ioi_small
     last = model.cfg.n_layers - 1
-    for layers, positions in (([0, last], None), ([last], [-1])):
+    end = ioi.positions["END"]
+    for layers, positions in (([0, last], None), ([last], end)):
         naive = transformer_lens_patching(
-            model, ioi.clean_tokens, ioi.corrupted_tokens, metric, direction, layers,
-            None if positions is None else positions[0],
+            model, ioi.tokens, ioi.corrupted_tokens, metric, direction, layers,
+            None if positions is None else int(end[0]),
         )
         fast = head_patching_sweep(
-            model, ioi.clean_tokens, ioi.corrupted_tokens, metric,
+            model, ioi.tokens, ioi.corrupted_tokens, metric,
             direction=direction, layers=layers, positions=positions,
         )
         assert fast.shape == (len(layers), model.cfg.n_heads)
         assert (fast - naive).abs().max() <= 1e-4
         last_only = head_patching_sweep(
-            model, ioi.clean_tokens, ioi.corrupted_tokens, metric,
+            model, ioi.tokens, ioi.corrupted_tokens, metric,
             direction=direction, layers=layers, positions=positions, last_position_only=True,
         )
         assert (last_only - naive).abs().max() <= 1e-4
@@ -95,10 +96,10 @@ def test_position_specific_patching_matches_hooked_runs(ioi_small):
     model, ioi, metric = ioi_small
     heads = [(model.cfg.n_layers - 1, 1), (0, 2)]
     values = head_position_patching_sweep(
-        model, ioi.clean_tokens, ioi.corrupted_tokens, metric, heads, direction="noise"
+        model, ioi.tokens, ioi.corrupted_tokens, metric, heads, direction="noise"
     )
-    assert values.shape == (2, ioi.clean_tokens.shape[1])
-    clean_value, _ = patching_baselines(model, ioi.clean_tokens, ioi.corrupted_tokens, metric)
+    assert values.shape == (2, ioi.tokens.shape[1])
+    clean_value, _ = patching_baselines(model, ioi.tokens, ioi.corrupted_tokens, metric)
     assert values[:, 0].tolist() == pytest.approx([clean_value] * 2, abs=1e-4)  # BOS agrees
     s2 = int(ioi.positions["S2"][0])
     with torch.no_grad():
@@ -113,23 +114,67 @@ def test_position_specific_patching_matches_hooked_runs(ioi_small):
                 z[:, position, head] = corrupted_cache[name][:, position, head]
                 return z
 
-            expected = metric(model.run_with_hooks(ioi.clean_tokens, fwd_hooks=[(name, patch)]))
+            expected = metric(model.run_with_hooks(ioi.tokens, fwd_hooks=[(name, patch)]))
             assert values[row, position] == pytest.approx(float(expected), abs=1e-4)
     with pytest.raises(ValueError, match="out of range"):
         head_position_patching_sweep(
-            model, ioi.clean_tokens, ioi.corrupted_tokens, metric, [(0, model.cfg.n_heads)]
+            model, ioi.tokens, ioi.corrupted_tokens, metric, [(0, model.cfg.n_heads)]
         )
+
+
+def test_per_prompt_positions_match_hooked_runs(ioi_small):
+    model, ioi, metric = ioi_small
+    layer = model.cfg.n_layers - 1
+    rows = torch.arange(2)
+    # A different position in each prompt: S2 in the first, the IO name in the second.
+    at = torch.tensor([int(ioi.positions["S2"][0]), int(ioi.positions["IO"][1])])
+    end = ioi.positions["END"]
+    z_name, resid_name = get_act_name("z", layer), get_act_name("resid_pre", layer)
+    heads = head_patching_sweep(
+        model, ioi.tokens, ioi.corrupted_tokens, metric, direction="noise", layers=[layer], positions=at
+    )
+    residual = residual_patching_sweep(
+        model, ioi.tokens, ioi.corrupted_tokens, metric, direction="noise", layers=[layer],
+        positions={"mixed": at, "END": end},
+    )
+    assert residual.shape == (1, 2)
+    with torch.no_grad():
+        _, corrupted_cache = model.run_with_cache(ioi.corrupted_tokens, names_filter=[z_name, resid_name])
+        for head in range(model.cfg.n_heads):
+            def patch_head(z, hook, head=head):
+                z[rows, at, head] = corrupted_cache[z_name][rows, at, head]
+                return z
+
+            expected = metric(model.run_with_hooks(ioi.tokens, fwd_hooks=[(z_name, patch_head)]))
+            assert heads[0, head] == pytest.approx(float(expected), abs=1e-4)
+        for column, where in enumerate((at, end)):
+            def patch_resid(resid, hook, where=where):
+                resid[rows, where] = corrupted_cache[resid_name][rows, where]
+                return resid
+
+            expected = metric(model.run_with_hooks(ioi.tokens, fwd_hooks=[(resid_name, patch_resid)]))
+            assert residual[0, column] == pytest.approx(float(expected), abs=1e-4)
+    # Several positions per prompt (LongTensor[batch, k]) patch them together; the
+    # attribution estimate is linear, so its terms at the two positions add up.
+    both = torch.stack([at, end], dim=1)
+    attribution = {
+        name: attribution_patching_sweep(model, ioi.tokens, ioi.corrupted_tokens, metric, layers=[layer], positions=where)
+        for name, where in (("at", at), ("end", end), ("both", both))
+    }
+    with torch.no_grad():
+        base_value = float(metric(model(ioi.corrupted_tokens)))
+    assert torch.allclose(attribution["both"] - base_value, attribution["at"] + attribution["end"] - 2 * base_value, atol=1e-4)
 
 
 def test_full_sweep_shape_and_no_effect_when_runs_are_equal(gpt2_random):
     ioi = ioi_dataset(gpt2_random, 2, seed=0)
-    metric = lambda logits: logit_diff(logits, ioi.correct_ids, ioi.incorrect_ids)  # noqa: E731
-    same = head_patching_sweep(gpt2_random, ioi.clean_tokens, ioi.clean_tokens, metric)
-    clean_value, _ = patching_baselines(gpt2_random, ioi.clean_tokens, ioi.corrupted_tokens, metric)
+    metric = lambda logits: logit_diff(logits, ioi.answer_ids, ioi.wrong_ids)  # noqa: E731
+    same = head_patching_sweep(gpt2_random, ioi.tokens, ioi.tokens, metric)
+    clean_value, _ = patching_baselines(gpt2_random, ioi.tokens, ioi.corrupted_tokens, metric)
     assert same.shape == (gpt2_random.cfg.n_layers, gpt2_random.cfg.n_heads)
     assert torch.allclose(same, torch.full_like(same, clean_value), atol=1e-4)
     attribution = attribution_patching_sweep(
-        gpt2_random, ioi.clean_tokens, ioi.clean_tokens, metric
+        gpt2_random, ioi.tokens, ioi.tokens, metric
     )
     assert torch.allclose(attribution, same, atol=1e-4)
 
@@ -140,12 +185,12 @@ def test_attribution_is_the_first_order_term_of_exact_patching(ioi_small):
     model, ioi, metric = ioi_small
     layers = _some_layers(model)
     eps = 1e-2
-    base, source = cache_run(model, ioi.corrupted_tokens), cache_run(model, ioi.clean_tokens)
+    base, source = cache_run(model, ioi.corrupted_tokens), cache_run(model, ioi.tokens)
     stepped = [b + eps * (s - b) for b, s in zip(base.z, source.z)]
     exact_step = replace_heads_sweep(model, base, stepped, metric, layers=layers)
     base_value = float(metric(base.logits))
     attribution = attribution_patching_sweep(
-        model, ioi.clean_tokens, ioi.corrupted_tokens, metric, layers=layers
+        model, ioi.tokens, ioi.corrupted_tokens, metric, layers=layers
     )
     finite_difference = (exact_step - base_value) / eps
     linear_term = attribution - base_value
@@ -156,14 +201,19 @@ def test_attribution_is_the_first_order_term_of_exact_patching(ioi_small):
 def test_residual_patching_matches_a_hooked_run(ioi_small):
     model, ioi, metric = ioi_small
     layer = model.cfg.n_layers // 2
-    positions = [2, -1]
+    positions = [2, ioi.tokens.shape[1] - 1]
     values = residual_patching_sweep(
-        model, ioi.clean_tokens, ioi.corrupted_tokens, metric, layers=[layer], positions=positions
+        model, ioi.tokens, ioi.corrupted_tokens, metric, layers=[layer],
+        positions=torch.tensor([positions, positions]),  # LongTensor[batch, k]: k columns
     )
     assert values.shape == (1, 2)
+    single = residual_patching_sweep(
+        model, ioi.tokens, ioi.corrupted_tokens, metric, layers=[layer], positions=ioi.positions["END"]
+    )
+    assert single.shape == (1, 1) and single[0, 0] == pytest.approx(float(values[0, 1]), abs=1e-5)
     name = get_act_name("resid_pre", layer)
     with torch.no_grad():
-        _, clean_cache = model.run_with_cache(ioi.clean_tokens, names_filter=[name])
+        _, clean_cache = model.run_with_cache(ioi.tokens, names_filter=[name])
         for column, position in enumerate(positions):
             def patch(resid, hook, position=position):
                 resid[:, position] = clean_cache[name][:, position]
@@ -173,12 +223,12 @@ def test_residual_patching_matches_a_hooked_run(ioi_small):
             assert values[0, column] == pytest.approx(float(expected), abs=1e-4)
     # Patching every position of the first layer's input is running the clean prompt.
     first = residual_patching_sweep(
-        model, ioi.clean_tokens, ioi.corrupted_tokens, metric, layers=[0]
+        model, ioi.tokens, ioi.corrupted_tokens, metric, layers=[0]
     )
     _, corrupted_value = patching_baselines(
-        model, ioi.clean_tokens, ioi.corrupted_tokens, metric
+        model, ioi.tokens, ioi.corrupted_tokens, metric
     )
-    assert first.shape == (1, ioi.clean_tokens.shape[1])
+    assert first.shape == (1, ioi.tokens.shape[1])
     assert first[0, 0] == pytest.approx(corrupted_value, abs=1e-4)  # BOS is the same in both
 
 
@@ -217,8 +267,8 @@ def test_ranking_agreement_handles_ties_as_scipy_does():
 def test_clear_errors(gpt2_random):
     model = gpt2_random
     ioi = ioi_dataset(model, 2, seed=0)
-    metric = lambda logits: logit_diff(logits, ioi.correct_ids, ioi.incorrect_ids)  # noqa: E731
-    clean, corrupted = ioi.clean_tokens, ioi.corrupted_tokens
+    metric = lambda logits: logit_diff(logits, ioi.answer_ids, ioi.wrong_ids)  # noqa: E731
+    clean, corrupted = ioi.tokens, ioi.corrupted_tokens
     for function in (head_patching_sweep, attribution_patching_sweep, residual_patching_sweep):
         with pytest.raises(ValueError, match="same shape"):
             function(model, clean, corrupted[:, :-1], metric)
@@ -228,8 +278,12 @@ def test_clear_errors(gpt2_random):
             function(model, clean, corrupted, lambda logits: logits[:, -1, 0])
         with pytest.raises(ValueError, match="out of range"):
             function(model, clean, corrupted, metric, layers=[model.cfg.n_layers])
-        with pytest.raises(ValueError, match="out of range"):
-            function(model, clean, corrupted, metric, positions=[clean.shape[1]])
+        with pytest.raises(ValueError, match="outside"):
+            function(model, clean, corrupted, metric, positions=torch.full((2,), clean.shape[1]))
+        with pytest.raises(TypeError, match="LongTensor"):
+            function(model, clean, corrupted, metric, positions=[1])
+        with pytest.raises(ValueError, match="one row per prompt"):
+            function(model, clean, corrupted, metric, positions=torch.tensor([1, 1, 1]))
     with pytest.raises(TypeError, match="token ids"):
         head_patching_sweep(model, clean.tolist(), corrupted, metric)
     with pytest.raises(ValueError, match="integer token ids"):

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from utils.data.sentiment import sentiment_score, toy_movie_reviews
+from utils.data.sentiment import sentiment_score
 from transformer_lens.utilities import get_act_name
 from utils.interventions.hooks import (
     add_to_heads_hooks,
@@ -26,7 +26,6 @@ from utils.analysis.directions import (
     residual_directions,
     sentiment_logit_direction,
 )
-from utils.data.sentiment import split_reviews_by_adjective
 
 PROMPTS = ["When Mary and John went to the store, John gave a drink to"] * 2
 
@@ -36,30 +35,6 @@ def capture_hook(store, key):
         store[key] = value.clone()
 
     return hook
-
-
-# --- data -------------------------------------------------------------------
-
-
-def test_split_by_adjective_is_disjoint_and_deduplicated(embedded_model):
-    reviews = toy_movie_reviews(embedded_model, 80, seed=0)
-    train, test = split_reviews_by_adjective(reviews, seed=0)
-    assert len(set(train.prompts)) == len(train.prompts)
-    assert len(set(test.prompts)) == len(test.prompts)
-    train_adj = set(train.tokens[:, reviews.adjective_pos].tolist())
-    test_adj = set(test.tokens[:, reviews.adjective_pos].tolist())
-    assert train_adj and test_adj and not train_adj & test_adj
-    for split in (train, test):
-        assert set(split.labels.tolist()) == {0, 1}
-        assert split.tokens.shape[0] == len(split.prompts) == split.labels.shape[0]
-    assert split_reviews_by_adjective(reviews, seed=0)[0].prompts == train.prompts
-
-
-def test_split_needs_two_adjectives_per_class(embedded_model):
-    with pytest.raises(ValueError, match="distinct adjective"):
-        split_reviews_by_adjective(toy_movie_reviews(embedded_model, 2, seed=0))
-    with pytest.raises(TypeError, match="SentimentDataset"):
-        split_reviews_by_adjective(["not a dataset"])
 
 
 # --- directions -------------------------------------------------------------

@@ -13,7 +13,7 @@ from utils.scores.patterns import head_scores, previous_token_score
 from utils.analysis.stats import bootstrap_ci
 from utils.interventions.ablation import ablation_values
 from utils.interventions.hooks import replace_heads_hooks
-from utils.toy.model import HOOK_NAMES_PER_LAYER, ToyConfig, ToyTransformer, composition_scores
+from utils.toy.model import ACTIVATIONS_PER_LAYER, ToyConfig, ToyTransformer, composition_scores
 from utils.toy.tasks import (
     PARITY_TOKENS,
     first_half_mask,
@@ -54,9 +54,9 @@ def test_every_transformer_lens_hook_name_is_there(d_mlp):
     model = ToyTransformer(ToyConfig(**{**TINY.__dict__, "d_mlp": d_mlp}))
     names = set(model.hook_names())
     for layer in range(2):
-        for template in HOOK_NAMES_PER_LAYER:
-            assert template.format(l=layer) in names
-        mlp_hooks = {f"blocks.{layer}.mlp.hook_pre", get_act_name("mlp_out", layer)}
+        for activation in ACTIVATIONS_PER_LAYER:
+            assert get_act_name(activation, layer) in names
+        mlp_hooks = {get_act_name("pre", layer), get_act_name("mlp_out", layer)}
         assert mlp_hooks <= names if d_mlp else not mlp_hooks & names
     assert {"hook_embed", "hook_pos_embed"} <= names
     assert model.cfg.attn_only == (d_mlp is None)
@@ -71,7 +71,7 @@ def test_cache_shapes_and_a_causal_pattern():
     assert torch.allclose(pattern.sum(-1), torch.ones(3, 2, 10))
     assert pattern.triu(diagonal=1).abs().max() == 0
     for name in ("q", "k", "v", "z"):
-        assert cache[f"blocks.0.attn.hook_{name}"].shape == (3, 10, 2, 8)
+        assert cache[get_act_name(name, 0)].shape == (3, 10, 2, 8)
     assert cache["resid_pre", 0].shape == cache[get_act_name("resid_post", 1)].shape == (3, 10, 16)
     assert head_scores(cache, previous_token_score).shape == (2, 2)
 

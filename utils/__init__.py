@@ -4,8 +4,9 @@ Laid out by concept, not by chapter (the book page "The course library",
 ``book/library.md``, lists every module and its public functions):
 
     core           models (load_model), the Head type, hook names, positions, metrics
-    data           one prompt set per task: IOI, facts and capitals, needles, syntax,
-                   acronyms, sentiment, rare words, repeated tokens
+    data           one prompt set per task, all of one shape (data.base.PromptSet): IOI,
+                   facts and capitals, needles, syntax, acronyms, sentiment, rare words,
+                   repeated tokens
     scores         attention-pattern scores, the retrieval score (Eq. 4) and NAS (Eq. 5)
     attribution    the logit lens, direct logit attribution, QK/OV circuits
     interventions  one engine: replace / add / project out / knock out, batched

@@ -71,10 +71,10 @@ def main() -> int:
     set_seed(0)
     model = load_model(options.model, device="cpu")
     ioi = ioi_dataset(model, options.prompts, seed=0)
-    clean, corrupted = ioi.clean_tokens, ioi.corrupted_tokens
+    clean, corrupted = ioi.tokens, ioi.corrupted_tokens
 
     def metric(logits: torch.Tensor) -> torch.Tensor:
-        return logit_diff(logits, ioi.correct_ids, ioi.incorrect_ids)
+        return logit_diff(logits, ioi.answer_ids, ioi.wrong_ids)
 
     print(describe_model(model))
     print(f"IOI batch: {tuple(clean.shape)} tokens, {torch.get_num_threads()} torch threads")

@@ -23,7 +23,7 @@ compare them with TransformerLens's ``stack_head_results(apply_ln=True)``,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -33,6 +33,7 @@ from utils.attribution.circuits import expand_kv_heads
 from utils.core.cache import resolve_positions, take_positions
 from utils.core.models import attention_weight
 from utils.core.norms import post_norm_factor, post_norm_scale_name
+from utils.core.positions import check_positions
 
 # ---------------------------------------------------------------------------
 # The two building blocks
@@ -318,6 +319,8 @@ def head_attribution_by_key(
         cache: holds ``blocks.{l}.attn.hook_pattern``, ``blocks.{l}.attn.hook_v`` for
             every layer and ``ln_final.hook_scale``.
         directions: ``(batch, d_model)`` unembedding directions, e.g. of the answers.
+        positions: the query position of each prompt (``LongTensor[batch]``, e.g.
+            ``positions["END"]`` of right-padded prompts); ``None`` for the last.
 
     Returns:
         ``(batch, n_layers, n_heads, key_pos)``.
@@ -344,62 +347,64 @@ class SourceAttribution:
 
 def attribution_by_source(
     model: Any,
-    tokens: Sequence[Tensor],
+    tokens: Tensor,
     answer_ids: Tensor,
-    subject_positions: Sequence[Sequence[int]],
+    subject_mask: Tensor,
+    end_positions: Tensor,
 ) -> SourceAttribution:
     """Split each head's direct logit attribution to the answer into subject, relation
     and BOS parts, averaged over factual prompts of any lengths.
 
-    The *relation* tokens are all prompt tokens that are neither BOS (position 0) nor
-    part of the subject, the final position included; ``final`` gives that position's
-    part on its own.
+    All prompts run in one batch; each head's attribution is read at the prompt's own
+    last real token ``end_positions[b]`` (right padding after it is never attended to).
+    The *relation* tokens are the prompt tokens up to and including that position that
+    are neither BOS (position 0) nor part of the subject; ``final`` gives that
+    position's part on its own.
 
     Args:
-        tokens: one ``(1, pos_i)`` tensor per prompt, BOS first (as
+        tokens: ``(batch, pos)``, BOS first, right-padded (as
             :func:`utils.data.facts.factual_recall_dataset` gives them).
-        answer_ids: ``(n_prompts,)`` single-token answers.
-        subject_positions: per prompt, the subject's token positions (BOS counted).
+        answer_ids: ``(batch,)`` single-token answers.
+        subject_mask: ``BoolTensor[batch, pos]``, true at the subject's tokens.
+        end_positions: ``LongTensor[batch]``, the last real token of each prompt.
     """
-    n_prompts = len(tokens)
+    if not isinstance(tokens, Tensor) or tokens.ndim != 2:
+        raise ValueError(f"tokens must be a (batch, pos) tensor, got {getattr(tokens, 'shape', tokens)}")
+    n_prompts, n_pos = tokens.shape
     if n_prompts == 0:
         raise ValueError("no prompts given")
     if not isinstance(answer_ids, Tensor) or answer_ids.shape != (n_prompts,):
         raise ValueError(f"answer_ids must be a tensor of shape ({n_prompts},)")
-    if len(subject_positions) != n_prompts:
-        raise ValueError(
-            f"{n_prompts} prompts but {len(subject_positions)} lists of subject positions"
-        )
+    end = check_positions("end_positions", end_positions, n_prompts, n_pos)
+    if end.ndim != 1:
+        raise ValueError(f"end_positions must have shape ({n_prompts},)")
+    if not isinstance(subject_mask, Tensor) or subject_mask.dtype != torch.bool or subject_mask.shape != tokens.shape:
+        raise ValueError(f"subject_mask must be a BoolTensor of shape {tuple(tokens.shape)}, like tokens")
+    keys = torch.arange(n_pos)
+    inside = (keys[None, :] >= 1) & (keys[None, :] <= end[:, None])  # neither BOS nor padding
+    subject = subject_mask.cpu()
+    for index in range(n_prompts):
+        if not bool(subject[index].any()) or bool((subject[index] & ~inside[index]).any()):
+            raise ValueError(f"prompt {index}: the subject positions must lie in [1, {int(end[index])}]")
     wanted = {get_act_name("scale")}
     for layer in range(model.cfg.n_layers):
         wanted |= {get_act_name("pattern", layer), get_act_name("v", layer), post_norm_scale_name(layer)}
-    by_length: dict[int, list[int]] = {}
-    for index, (prompt_tokens, subject) in enumerate(zip(tokens, subject_positions)):
-        if not isinstance(prompt_tokens, Tensor) or prompt_tokens.ndim != 2 or prompt_tokens.shape[0] != 1:
-            raise ValueError(f"prompt {index} must be a (1, pos) tensor, got {getattr(prompt_tokens, 'shape', prompt_tokens)}")
-        n_pos = prompt_tokens.shape[1]
-        if not list(subject) or min(subject) < 1 or max(subject) >= n_pos:
-            raise ValueError(f"prompt {index}: subject positions {list(subject)} must lie in [1, {n_pos - 1}]")
-        by_length.setdefault(n_pos, []).append(index)
-    parts: dict[str, list[Tensor]] = {"total": [], "subject": [], "relation": [], "bos": [], "final": []}
-    W_U = model.W_U
-    # Prompts of one length share a forward pass; their order does not matter for the mean.
-    for n_pos, indices in by_length.items():
-        batch = torch.cat([tokens[i] for i in indices])
-        _, cache = model.run_with_cache(batch, names_filter=lambda name: name in wanted)
-        directions = W_U[:, answer_ids[indices]].T
-        per_key = head_attribution_by_key(model, cache, directions)  # (b, layer, head, key)
-        for row, index in enumerate(indices):
-            is_subject = torch.zeros(n_pos, dtype=torch.bool)
-            is_subject[list(subject_positions[index])] = True
-            is_relation = ~is_subject
-            is_relation[0] = False
-            parts["total"].append(per_key[row].sum(-1))
-            parts["subject"].append(per_key[row][..., is_subject].sum(-1))
-            parts["relation"].append(per_key[row][..., is_relation].sum(-1))
-            parts["bos"].append(per_key[row][..., 0])
-            parts["final"].append(per_key[row][..., -1])
-    return SourceAttribution(**{key: torch.stack(value).mean(0) for key, value in parts.items()})
+    _, cache = model.run_with_cache(tokens, names_filter=lambda name: name in wanted)
+    directions = model.W_U[:, answer_ids].T
+    per_key = head_attribution_by_key(model, cache, directions, end).cpu()  # (b, layer, head, key)
+    relation = inside & ~subject
+
+    def part(mask: Tensor) -> Tensor:
+        return (per_key * mask[:, None, None, :].to(per_key.dtype)).sum(-1).mean(0)
+
+    # Keys after a prompt's end get no attention from it (causal), so the total is a plain sum.
+    return SourceAttribution(
+        total=per_key.sum(-1).mean(0),
+        subject=part(subject),
+        relation=part(relation),
+        bos=per_key[..., 0].mean(0),
+        final=part(keys[None, :] == end[:, None]),
+    )
 
 
 def subject_share(subject: Tensor, relation: Tensor) -> Tensor:

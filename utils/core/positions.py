@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["check_positions", "last_positions"]
+__all__ = ["check_positions", "last_positions", "same_position"]
 
 
 def check_positions(name: str, positions: Any, batch: int, n_pos: int) -> Tensor:
@@ -44,3 +44,16 @@ def last_positions(tokens: Tensor) -> Tensor:
     if not isinstance(tokens, Tensor) or tokens.ndim != 2:
         raise ValueError("tokens must be a (batch, pos) tensor of token ids")
     return torch.full((tokens.shape[0],), tokens.shape[1] - 1, dtype=torch.long)
+
+
+def same_position(batch: int, position: int) -> Tensor:
+    """``position`` for each of ``batch`` prompts, ``LongTensor[batch]`` (prompts of one
+    template, where a named token sits at the same place in every prompt).
+
+    Raises:
+        ValueError: ``batch`` is not a positive int or ``position`` not a non-negative int.
+    """
+    for name, value, minimum in (("batch", batch, 1), ("position", position, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return torch.full((batch,), position, dtype=torch.long)

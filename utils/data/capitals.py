@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import torch
 from torch import Tensor
 
-from utils.data.tokens import is_single_token, single_token_id
+from utils.core.positions import same_position
+from utils.data.base import PromptSet, answers_by_label
+from utils.data.tokens import encode, equal_length_tokens, is_single_token, single_token_id
 from utils.interventions.runner import forward_logits
 
 COUNTRY_CAPITALS: tuple[tuple[str, str], ...] = (
@@ -45,6 +47,8 @@ LETTERS = ("A", "B", "C", "D")
 
 
 def _check_pairs(pairs: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    if isinstance(pairs, str) or not isinstance(pairs, Sequence):
+        raise TypeError(f"pairs must be a sequence of (country, capital) string pairs, got {type(pairs).__name__}")
     checked = []
     for pair in pairs:
         if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
@@ -55,20 +59,26 @@ def _check_pairs(pairs: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
     return checked
 
 
-@dataclass
-class CapitalFacts:
-    """Country -> capital facts of one template; ``tokens`` is ``(batch, pos)``."""
+def _check_seed(seed: Any) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed must be an int, got {seed!r}")
+    return seed
+
+
+@dataclass(kw_only=True)
+class CapitalFacts(PromptSet):
+    """Country -> capital facts of one template ("The capital of France is" -> " Paris").
+
+    ``answer_ids`` are the capitals; ``positions["subject"]`` is the country's token and
+    ``positions["END"]`` the last one. All prompts share one token length.
+    """
 
     countries: list[str]
     capitals: list[str]
-    prompts: list[str]
-    tokens: Tensor
-    answer_ids: Tensor
-    subject_pos: int
     n_candidates: int
 
-    def __len__(self) -> int:
-        return len(self.countries)
+    PER_PROMPT: ClassVar[tuple[str, ...]] = ("countries", "capitals")
+    RENAMED: ClassVar[dict[str, str]] = {"subject_pos": 'positions["subject"]'}
 
 
 def capital_facts(
@@ -82,6 +92,10 @@ def capital_facts(
 
     Built-in pairs (:data:`COUNTRY_CAPITALS`) that are not single tokens are dropped;
     pairs passed explicitly must be single tokens, else ``ValueError``.
+
+    Raises:
+        ValueError: a passed pair is not single tokens, a country repeats, or no fact is
+            left.
     """
     explicit = pairs is not None
     candidates = _check_pairs(COUNTRY_CAPITALS if pairs is None else pairs)
@@ -96,25 +110,29 @@ def capital_facts(
     if not usable:
         raise ValueError("no (country, capital) pair is a pair of single tokens for this tokenizer")
     prompts = [CAPITAL_TEMPLATE.format(country=country) for country, _ in usable]
-    tokens = model.to_tokens(prompts)
+    tokens = equal_length_tokens(model, prompts, "capital", "use single-token countries")
     answers = torch.tensor([single_token_id(model, " " + capital) for _, capital in usable])
-    if validate:
-        # Only the last position is unembedded (a large vocabulary makes full logits big).
-        predicted = forward_logits(model, tokens, last_position_only=True)[:, -1].argmax(-1).cpu()
-        keep = (predicted == answers).tolist()
-        usable = [pair for pair, kept in zip(usable, keep) if kept]
-        prompts = [prompt for prompt, kept in zip(prompts, keep) if kept]
-        tokens, answers = tokens[torch.tensor(keep)], answers[torch.tensor(keep)]
     prefix = CAPITAL_TEMPLATE.split("{country}")[0].rstrip()
-    return CapitalFacts(
-        countries=[country for country, _ in usable],
-        capitals=[capital for _, capital in usable],
+    facts = CapitalFacts(
         prompts=prompts,
         tokens=tokens,
         answer_ids=answers,
-        subject_pos=model.to_tokens(prefix).shape[-1],
+        positions={
+            "subject": same_position(len(usable), len(encode(model, prefix))),
+            "END": same_position(len(usable), tokens.shape[1] - 1),
+        },
+        countries=[country for country, _ in usable],
+        capitals=[capital for _, capital in usable],
         n_candidates=len(candidates),
     )
+    if not validate:
+        return facts
+    # Only the last position is unembedded (a large vocabulary makes full logits big).
+    predicted = forward_logits(model, tokens, last_position_only=True)[:, -1].argmax(-1).cpu()
+    keep = predicted == answers
+    if not bool(keep.any()):
+        raise ValueError(f"the model names none of the {len(usable)} capitals as its top next token")
+    return facts.subset(keep)
 
 
 def _derangement(n: int, seed: int) -> list[int]:
@@ -125,71 +143,78 @@ def _derangement(n: int, seed: int) -> list[int]:
     return [(i + shift) % n for i in range(n)]
 
 
-@dataclass
-class ConflictDataset:
+@dataclass(kw_only=True)
+class ConflictDataset(PromptSet):
     """Knowledge-conflict prompts: the context states a wrong capital, then asks again.
 
-    ``memory_ids`` are the true capitals (what the model memorised), ``context_ids`` the
-    counterfactual capitals stated in the prompt; ``context_pos`` is the position of the
-    counterfactual token and ``subject_pos`` of the two mentions of the country.
+    ``answer_ids`` are the true capitals (what the model memorised), ``wrong_ids`` the
+    counterfactual capitals stated in the prompt. ``positions["counterfactual"]`` is the
+    stated capital's token, ``positions["subject_1"]`` and ``["subject_2"]`` the two
+    mentions of the country.
     """
 
-    prompts: list[str]
-    tokens: Tensor
-    memory_ids: Tensor
-    context_ids: Tensor
-    context_pos: int
-    subject_pos: tuple[int, int]
+    RENAMED: ClassVar[dict[str, str]] = {
+        "memory_ids": "answer_ids",
+        "context_ids": "wrong_ids",
+        "context_pos": 'positions["counterfactual"]',
+        "subject_pos": 'positions["subject_1"] and positions["subject_2"]',
+    }
 
-    def __len__(self) -> int:
-        return len(self.prompts)
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.wrong_ids is None or bool((self.wrong_ids == self.answer_ids).any()):
+            raise ValueError("ConflictDataset.wrong_ids must differ from answer_ids in every prompt")
 
 
 def knowledge_conflict_dataset(model: Any, facts: CapitalFacts, *, seed: int = 0) -> ConflictDataset:
-    """Pair every fact with another fact's capital as the counterfactual statement."""
+    """Pair every fact with another fact's capital as the counterfactual statement.
+
+    Raises:
+        ValueError: fewer than two facts, or prompts of different token lengths.
+    """
+    if not isinstance(facts, CapitalFacts):
+        raise TypeError(f"facts must be CapitalFacts, got {type(facts).__name__}")
     if len(facts) < 2:
         raise ValueError("need at least two capital facts")
-    partner = _derangement(len(facts), seed)
+    partner = _derangement(len(facts), _check_seed(seed))
     prompts = [
         CONFLICT_TEMPLATE.format(country=country, counterfactual=facts.capitals[j])
         for country, j in zip(facts.countries, partner)
     ]
-    tokens = model.to_tokens(prompts)
-    lengths = {model.to_tokens(p).shape[-1] for p in prompts}
-    if len(lengths) != 1:
-        raise ValueError(f"conflict prompts differ in token length {sorted(lengths)}; use single-token countries")
+    tokens = equal_length_tokens(model, prompts, "conflict", "use single-token countries")
     before_counterfactual = CONFLICT_TEMPLATE.split("{counterfactual}")[0].format(country=facts.countries[0]).rstrip()
-    context_pos = model.to_tokens(before_counterfactual).shape[-1]
     second_prefix = CONFLICT_TEMPLATE.rsplit("{country}", 1)[0].format(
         country=facts.countries[0], counterfactual=facts.capitals[partner[0]]
     ).rstrip()
+    batch = len(prompts)
     return ConflictDataset(
         prompts=prompts,
         tokens=tokens,
-        memory_ids=facts.answer_ids.clone(),
-        context_ids=facts.answer_ids[partner].clone(),
-        context_pos=context_pos,
-        subject_pos=(facts.subject_pos, model.to_tokens(second_prefix).shape[-1]),
+        answer_ids=facts.answer_ids.clone(),
+        wrong_ids=facts.answer_ids[partner].clone(),
+        positions={
+            "counterfactual": same_position(batch, len(encode(model, before_counterfactual))),
+            "subject_1": facts.positions["subject"].clone(),
+            "subject_2": same_position(batch, len(encode(model, second_prefix))),
+            "END": same_position(batch, tokens.shape[1] - 1),
+        },
     )
 
 
-@dataclass
-class YesNoDataset:
+@dataclass(kw_only=True)
+class YesNoDataset(PromptSet):
     """Balanced yes/no questions with a two-shot prefix (one "Yes", one "No" example, in
-    alternating order). ``labels`` is 1 where the true answer is "Yes"; ``yes_pos`` and
-    ``no_pos`` (``LongTensor[batch]``) locate the options " Yes" and " No" that the last
-    question's instruction names."""
+    alternating order). ``labels`` is 1 where the true answer is "Yes"; ``answer_ids`` is
+    then ``yes_id`` and ``wrong_ids`` ``no_id`` (the other way round for "No").
+    ``positions["yes"]`` and ``positions["no"]`` locate the options " Yes" and " No"
+    that the last question's instruction names."""
 
-    prompts: list[str]
-    tokens: Tensor
     labels: Tensor
     yes_id: int
     no_id: int
-    yes_pos: Tensor
-    no_pos: Tensor
 
-    def __len__(self) -> int:
-        return len(self.prompts)
+    PER_PROMPT: ClassVar[tuple[str, ...]] = ("labels",)
+    RENAMED: ClassVar[dict[str, str]] = {"yes_pos": 'positions["yes"]', "no_pos": 'positions["no"]'}
 
 
 def yes_no_dataset(model: Any, facts: CapitalFacts, *, n_questions: int | None = None, seed: int = 0) -> YesNoDataset:
@@ -201,7 +226,13 @@ def yes_no_dataset(model: Any, facts: CapitalFacts, *, n_questions: int | None =
 
     Args:
         n_questions: keep this many countries (2 questions each); default all.
+
+    Raises:
+        ValueError: fewer than 4 facts, ``n_questions`` out of range, or prompts of
+            different token lengths.
     """
+    if not isinstance(facts, CapitalFacts):
+        raise TypeError(f"facts must be CapitalFacts, got {type(facts).__name__}")
     if len(facts) < 4:
         raise ValueError(f"need at least 4 capital facts (2 for the shots), got {len(facts)}")
     yes_id, no_id = single_token_id(model, " Yes"), single_token_id(model, " No")
@@ -209,24 +240,35 @@ def yes_no_dataset(model: Any, facts: CapitalFacts, *, n_questions: int | None =
     shot_false = YES_NO_QUESTION.format(city=facts.capitals[0], country=facts.countries[1]) + " No\n"
     countries, capitals = facts.countries[2:], facts.capitals[2:]
     if n_questions is not None:
-        if not 1 <= n_questions <= len(countries):
-            raise ValueError(f"n_questions must lie in [1, {len(countries)}], got {n_questions}")
+        if isinstance(n_questions, bool) or not isinstance(n_questions, int) or not 1 <= n_questions <= len(countries):
+            raise ValueError(f"n_questions must be an int in [1, {len(countries)}], got {n_questions!r}")
         countries, capitals = countries[:n_questions], capitals[:n_questions]
     if len(countries) < 2:
         raise ValueError("need at least two countries to ask about")
-    wrong = _derangement(len(countries), seed)
+    wrong = _derangement(len(countries), _check_seed(seed))
     prompts, labels = [], []
     for i, country in enumerate(countries):
         shots = shot_true + shot_false if i % 2 == 0 else shot_false + shot_true
         for label, city in ((1, capitals[i]), (0, capitals[wrong[i]])):
             prompts.append(shots + YES_NO_QUESTION.format(city=city, country=country))
             labels.append(label)
-    tokens = model.to_tokens(prompts)
-    if len({model.to_tokens(p).shape[-1] for p in prompts}) != 1:
-        raise ValueError("yes/no prompts differ in token length; use single-token countries and capitals")
-    yes_pos = _last_position(tokens, yes_id, "' Yes'")
-    no_pos = _last_position(tokens, no_id, "' No'")
-    return YesNoDataset(prompts, tokens, torch.tensor(labels), yes_id, no_id, yes_pos, no_pos)
+    tokens = equal_length_tokens(model, prompts, "yes/no", "use single-token countries and capitals")
+    label_tensor = torch.tensor(labels)
+    answer_ids, wrong_ids = answers_by_label(label_tensor, yes_id, no_id)
+    return YesNoDataset(
+        prompts=prompts,
+        tokens=tokens,
+        answer_ids=answer_ids,
+        wrong_ids=wrong_ids,
+        positions={
+            "yes": _last_position(tokens, yes_id, "' Yes'"),
+            "no": _last_position(tokens, no_id, "' No'"),
+            "END": same_position(len(prompts), tokens.shape[1] - 1),
+        },
+        labels=label_tensor,
+        yes_id=yes_id,
+        no_id=no_id,
+    )
 
 
 def _last_position(tokens: Tensor, token_id: int, name: str) -> Tensor:
@@ -248,20 +290,19 @@ def negative_bias(logits: Tensor, yes_id: int, no_id: int) -> Tensor:
     return logits[:, -1, no_id] - logits[:, -1, yes_id]
 
 
-@dataclass
-class MultipleChoiceDataset:
+@dataclass(kw_only=True)
+class MultipleChoiceDataset(PromptSet):
     """Four-option questions; ``correct`` (``LongTensor[batch]``) indexes A-D and is
-    balanced over the letters. ``letter_pos`` is ``(batch, 4)``: where the letters of
-    the asked question's options stand; ``letter_ids`` are the answer tokens " A".." D"."""
+    balanced over the letters, and ``answer_ids`` is the correct letter's token
+    (``letter_ids[correct]``). ``positions["letters"]`` is ``(batch, 4)``: where the
+    letters of the asked question's options stand; ``letter_ids`` are the answer tokens
+    " A".." D"."""
 
-    prompts: list[str]
-    tokens: Tensor
     correct: Tensor
-    letter_pos: Tensor
     letter_ids: Tensor
 
-    def __len__(self) -> int:
-        return len(self.prompts)
+    PER_PROMPT: ClassVar[tuple[str, ...]] = ("correct",)
+    RENAMED: ClassVar[dict[str, str]] = {"letter_pos": 'positions["letters"]'}
 
 
 def _options_block(options: Sequence[str]) -> str:
@@ -276,13 +317,19 @@ def multiple_choice_dataset(
     The first fact is the one-shot example (answered with its letter); the next
     ``n_questions`` facts (default: all others) are asked once each, the correct letter
     cycling A, B, C, D. Distractors are drawn from all the facts' capitals.
+
+    Raises:
+        ValueError: fewer than 5 facts, ``n_questions`` out of range, or prompts of
+            different token lengths.
     """
+    if not isinstance(facts, CapitalFacts):
+        raise TypeError(f"facts must be CapitalFacts, got {type(facts).__name__}")
     if len(facts) < 5:
         raise ValueError(f"need at least 5 capital facts, got {len(facts)}")
     n_asked = len(facts) - 1 if n_questions is None else n_questions
     if isinstance(n_asked, bool) or not isinstance(n_asked, int) or not 1 <= n_asked <= len(facts) - 1:
         raise ValueError(f"n_questions must be an int in [1, {len(facts) - 1}], got {n_questions!r}")
-    rng = random.Random(seed)
+    rng = random.Random(_check_seed(seed))
     letter_ids = torch.tensor([single_token_id(model, " " + letter) for letter in LETTERS])
     bare_letter_ids = [single_token_id(model, letter) for letter in LETTERS]
     shot_options = [facts.capitals[1], facts.capitals[0], facts.capitals[2], facts.capitals[3]]
@@ -294,13 +341,19 @@ def multiple_choice_dataset(
         options = distractors[:slot] + [facts.capitals[i]] + distractors[slot:]
         prompts.append(shot + MULTIPLE_CHOICE_QUESTION.format(country=facts.countries[i], options=_options_block(options)))
         correct.append(slot)
-    tokens = model.to_tokens(prompts)
-    if len({model.to_tokens(p).shape[-1] for p in prompts}) != 1:
-        raise ValueError("multiple-choice prompts differ in token length; use single-token capitals")
+    tokens = equal_length_tokens(model, prompts, "multiple-choice", "use single-token capitals")
     letter_pos = torch.stack(
         [_last_position(tokens, letter_id, repr(letter)) for letter_id, letter in zip(bare_letter_ids, LETTERS)],
         dim=1,
     )
     if not bool((letter_pos.diff(dim=1) > 0).all()):
         raise ValueError("option letters were not found in order A-D; check the tokenizer")
-    return MultipleChoiceDataset(prompts, tokens, torch.tensor(correct), letter_pos, letter_ids)
+    correct_tensor = torch.tensor(correct)
+    return MultipleChoiceDataset(
+        prompts=prompts,
+        tokens=tokens,
+        answer_ids=letter_ids[correct_tensor],
+        positions={"letters": letter_pos, "END": same_position(len(prompts), tokens.shape[1] - 1)},
+        correct=correct_tensor,
+        letter_ids=letter_ids,
+    )

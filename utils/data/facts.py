@@ -4,13 +4,16 @@ recalls the attribute.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import torch
 from torch import Tensor
 
-from utils.data.tokens import is_single_token, single_token_id
+from utils.data.base import PromptSet
+from utils.data.tokens import encode, is_single_token, single_token_id, to_tokens
+from utils.interventions.runner import forward_logits
 
 
 @dataclass(frozen=True)
@@ -68,23 +71,40 @@ FACTS = (
 )
 
 
-@dataclass
-class FactualRecallDataset:
+@dataclass(kw_only=True)
+class FactualRecallDataset(PromptSet):
     """Facts the loaded model completes correctly (its top-1 next token is the answer).
 
-    ``tokens[i]`` is ``(1, pos_i)``; prompts differ in length, so they are kept apart.
-    ``subject_positions[i]`` lists the token positions of the subject in ``tokens[i]``.
+    Prompts differ in length, so ``tokens`` is right-padded to the longest one (with the
+    BOS id) and ``lengths`` gives each prompt's real length. Attention is causal, so the
+    padding after a prompt changes nothing at its real positions, and all facts share one
+    forward pass; read the prediction at ``positions["END"]`` (the last real token), e.g.
+    ``logits[torch.arange(len(facts)), facts.positions["END"]]``, never at ``-1``.
+
+    ``positions["subject_first"]`` and ``positions["subject_last"]`` bound the subject's
+    tokens (inclusive, BOS counted); :attr:`subject_mask` marks them. ``facts.facts[i]``
+    is the :class:`Fact` of prompt ``i``; ``rejected`` lists the candidates that were left
+    out (wrong top-1 prediction, or an answer that is not one token).
     """
 
     facts: list[Fact]
-    tokens: list[Tensor]
-    answer_ids: Tensor
-    subject_positions: list[list[int]]
     n_candidates: int
     rejected: list[Fact]
 
-    def __len__(self) -> int:
-        return len(self.facts)
+    PER_PROMPT: ClassVar[tuple[str, ...]] = ("facts",)
+    RENAMED: ClassVar[dict[str, str]] = {"subject_positions": 'subject_mask, or positions["subject_first"] / ["subject_last"]'}
+
+    @property
+    def subject_mask(self) -> Tensor:
+        """``BoolTensor[batch, pos]``: true at the subject's tokens."""
+        keys = torch.arange(self.tokens.shape[1])
+        first, last = self.positions["subject_first"], self.positions["subject_last"]
+        return (keys >= first[:, None]) & (keys <= last[:, None])
+
+    def subject_span(self, row: int) -> list[int]:
+        """The subject's token positions in prompt ``row``."""
+        first, last = int(self.positions["subject_first"][row]), int(self.positions["subject_last"][row])
+        return list(range(first, last + 1))
 
 
 def subject_token_positions(model: Any, prompt: str, subject: str) -> list[int]:
@@ -93,12 +113,14 @@ def subject_token_positions(model: Any, prompt: str, subject: str) -> list[int]:
     Raises:
         ValueError: ``subject`` does not occur in ``prompt``.
     """
+    if not isinstance(subject, str) or not subject.strip():
+        raise ValueError(f"subject must be a non-empty string, got {subject!r}")
     start = prompt.find(subject)
     if start < 0:
         raise ValueError(f"subject {subject!r} does not occur in {prompt!r}")
     end = start + len(subject)
     encoding = model.tokenizer(prompt, add_special_tokens=False, return_offsets_mapping=True)
-    offset = model.to_tokens(prompt).shape[-1] - len(encoding["input_ids"])
+    offset = len(encode(model, prompt)) - len(encoding["input_ids"])  # the BOS in front
     return [
         i + offset
         for i, (lo, hi) in enumerate(encoding["offset_mapping"])
@@ -106,37 +128,70 @@ def subject_token_positions(model: Any, prompt: str, subject: str) -> list[int]:
     ]
 
 
-def factual_recall_dataset(model: Any, facts: Sequence[Fact] | None = None) -> FactualRecallDataset:
+def factual_recall_dataset(
+    model: Any, facts: Sequence[Fact] | None = None, *, validate: bool = True
+) -> FactualRecallDataset:
     """Keep the facts whose answer the loaded model predicts as its top next token.
+
+    All candidates run in one right-padded batch; the prediction is read at each
+    prompt's last real token.
 
     Args:
         facts: facts to validate; by default :data:`FACTS` (answers that are not one
             token for this tokenizer are dropped). Facts passed explicitly must have
             single-token answers, else ``ValueError``.
+        validate: keep only the facts the model gets right; ``False`` keeps every
+            candidate with a single-token answer (for tests on an untrained model).
+
+    Raises:
+        ValueError: a passed fact has a multi-token answer or a subject missing from its
+            prompt, or no fact is kept.
     """
     explicit = facts is not None
+    if explicit and (isinstance(facts, (str, Fact)) or not isinstance(facts, Sequence)):
+        raise TypeError("facts must be a sequence of Fact")
     candidates = list(FACTS if facts is None else facts)
-    kept, rejected, tokens, answers, subjects = [], [], [], [], []
+    if not candidates:
+        raise ValueError("no facts given")
     for fact in candidates:
+        if not isinstance(fact, Fact):
+            raise TypeError(f"facts must hold Fact instances, got {fact!r}")
+    usable, answers, spans = [], [], []  # usable: indices into candidates
+    for index, fact in enumerate(candidates):
         if not explicit and not is_single_token(model, fact.answer):
-            rejected.append(fact)
             continue
-        answer_id = single_token_id(model, fact.answer)
-        prompt_tokens = model.to_tokens(fact.prompt)
-        with torch.no_grad():
-            logits = model(prompt_tokens)
-        if int(logits[0, -1].argmax()) == answer_id:
-            kept.append(fact)
-            tokens.append(prompt_tokens)
-            answers.append(answer_id)
-            subjects.append(subject_token_positions(model, fact.prompt, fact.subject))
-        else:
-            rejected.append(fact)
-    return FactualRecallDataset(
-        facts=kept,
+        answers.append(single_token_id(model, fact.answer))
+        span = subject_token_positions(model, fact.prompt, fact.subject)
+        spans.append((span[0], span[-1]))
+        usable.append(index)
+    if not usable:
+        raise ValueError("no candidate fact has a single-token answer for this tokenizer")
+    tokens, lengths = to_tokens(model, [candidates[i].prompt for i in usable])
+    end = lengths - 1
+    answer_ids = torch.tensor(answers, dtype=torch.long)
+    keep = torch.ones(len(usable), dtype=torch.bool)
+    if validate:
+        # One prompt at a time, cut to its length; only its last position is unembedded.
+        predicted = torch.stack([
+            forward_logits(model, tokens[row : row + 1, : int(end[row]) + 1], last_position_only=True)[0, -1]
+            .argmax()
+            .cpu()
+            for row in range(len(usable))
+        ])
+        keep = predicted == answer_ids
+    if not bool(keep.any()):
+        raise ValueError(f"the model predicts none of the {len(usable)} facts' answers as its top token")
+    kept = {usable[row] for row in keep.nonzero().flatten().tolist()}
+    span_tensor = torch.tensor(spans, dtype=torch.long)
+    dataset = FactualRecallDataset(
+        prompts=[candidates[i].prompt for i in usable],
         tokens=tokens,
-        answer_ids=torch.tensor(answers, dtype=torch.long),
-        subject_positions=subjects,
+        lengths=lengths,
+        answer_ids=answer_ids,
+        positions={"subject_first": span_tensor[:, 0], "subject_last": span_tensor[:, 1], "END": end},
+        facts=[candidates[i] for i in usable],
         n_candidates=len(candidates),
-        rejected=rejected,
+        rejected=[],
     )
+    rejected = [fact for i, fact in enumerate(candidates) if i not in kept]
+    return dataclasses.replace(dataset.subset(keep), rejected=rejected)

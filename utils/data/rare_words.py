@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from utils.data.tokens import _bos, _encode, is_single_token, pad_right, single_token_id
+from utils.data.base import PromptSet, check_count
+from utils.data.tokens import bos_id, encode, is_single_token, pad_right, piece_ids, single_token_id
 
 # ---------------------------------------------------------------------------
 # Rare words
@@ -112,29 +113,30 @@ def token_rarity(model: Any, word: str) -> RarityProxy:
     return RarityProxy(token_id=token_id, rank=token_id / model.cfg.d_vocab)
 
 
-@dataclass
-class RareWordPrompts:
-    """Matched prompts that differ only in one word, at ``slot_pos`` (BOS counted).
+@dataclass(kw_only=True)
+class RareWordPrompts(PromptSet):
+    """Matched prompts that differ only in one word, at ``positions["word"]`` (BOS
+    counted).
 
-    ``rare_tokens[i]`` holds a rare word and ``common_tokens[i]`` a common one in the
-    same template; ``control_tokens[i]`` holds another common word, to measure how much
-    any change of word moves attention. Prompts are right-padded; ``lengths`` are their
-    real lengths.
+    ``tokens[i]`` holds a rare word and ``common_tokens[i]`` a common one in the same
+    template; ``control_tokens[i]`` holds another common word, to measure how much any
+    change of word moves attention. ``prompts`` are the rare-word texts. Prompts are
+    right-padded; ``lengths`` are their real lengths. The task is reading, not
+    predicting, so ``answer_ids`` is each prompt's own final token (the full stop),
+    predicted at ``positions["END"]``, the token before it.
     """
 
-    rare_tokens: Tensor
     common_tokens: Tensor
     control_tokens: Tensor
-    slot_pos: Tensor
-    lengths: Tensor
     rare_words: list[str]
     common_words: list[str]
     control_words: list[str]
     rare_ranks: Tensor
     common_ranks: Tensor
 
-    def __len__(self) -> int:
-        return self.rare_tokens.shape[0]
+    PER_PROMPT: ClassVar[tuple[str, ...]] = ("rare_words", "common_words", "control_words", "rare_ranks", "common_ranks")
+    TOKEN_FIELDS: ClassVar[tuple[str, ...]] = ("common_tokens", "control_tokens")
+    RENAMED: ClassVar[dict[str, str]] = {"rare_tokens": "tokens", "slot_pos": 'positions["word"]'}
 
 
 def rare_word_prompts(
@@ -149,15 +151,16 @@ def rare_word_prompts(
 
     Candidate words are kept if they are one token (with a leading space); rare words
     need a rarity rank (:func:`token_rarity`) above ``rare_above``, common ones below
-    ``common_below``.
+    ``common_below``. Deterministic for a given ``seed``.
 
     Raises:
-        ValueError: too few words pass the filters for ``n_prompts`` prompts.
+        ValueError: bad ``n_prompts`` or thresholds, or too few words pass the filters.
     """
-    if isinstance(n_prompts, bool) or not isinstance(n_prompts, int) or n_prompts < 1:
-        raise ValueError(f"n_prompts must be a positive int, got {n_prompts!r}")
+    check_count("n_prompts", n_prompts)
     if not 0 <= common_below < rare_above <= 1:
         raise ValueError("need 0 <= common_below < rare_above <= 1")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed must be an int, got {seed!r}")
     rare = [w for w in RARE_CANDIDATES if is_single_token(model, " " + w)]
     rare = [w for w in rare if token_rarity(model, w).rank > rare_above]
     common = [w for w in COMMON_CANDIDATES if is_single_token(model, " " + w)]
@@ -170,28 +173,32 @@ def rare_word_prompts(
     rng = random.Random(seed)
     sequences: dict[str, list[list[int]]] = {"rare": [], "common": [], "control": []}
     words: dict[str, list[str]] = {"rare": [], "common": [], "control": []}
-    slots = []
+    prompts, slots = [], []
     for index in range(n_prompts):
         template = RARE_WORD_TEMPLATES[index % len(RARE_WORD_TEMPLATES)]
         before, after = template.split("{WORD}")
-        prefix = [_bos(model)] + _encode(model, before)
-        suffix = _encode(model, after)
+        prefix = encode(model, before)
+        suffix = piece_ids(model, after)
         chosen = {"rare": rng.choice(rare)}
         chosen["common"], chosen["control"] = rng.sample(common, 2)
         for kind, word in chosen.items():
             sequences[kind].append(prefix + [single_token_id(model, " " + word)] + suffix)
             words[kind].append(word)
+        prompts.append(before + " " + chosen["rare"] + after)
         slots.append(len(prefix))
-    pad = _bos(model)
+    pad = bos_id(model)
     rare_tokens, lengths = pad_right(sequences["rare"], pad)
     common_tokens, _ = pad_right(sequences["common"], pad)
     control_tokens, _ = pad_right(sequences["control"], pad)
+    end = lengths - 2
     return RareWordPrompts(
-        rare_tokens=rare_tokens,
+        prompts=prompts,
+        tokens=rare_tokens,
+        lengths=lengths,
+        answer_ids=rare_tokens[torch.arange(n_prompts), end + 1],
+        positions={"word": torch.tensor(slots), "END": end},
         common_tokens=common_tokens,
         control_tokens=control_tokens,
-        slot_pos=torch.tensor(slots),
-        lengths=lengths,
         rare_words=words["rare"],
         common_words=words["common"],
         control_words=words["control"],

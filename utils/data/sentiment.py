@@ -5,13 +5,15 @@ adjective and verb, and the sentiment score read from the logits.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, replace
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Sequence
 
 import torch
 from torch import Tensor
 
-from utils.data.tokens import is_single_token, single_token_id, tokens_of_equal_length
+from utils.core.positions import same_position
+from utils.data.base import PromptSet, answers_by_label
+from utils.data.tokens import encode, equal_length_tokens, is_single_token, single_token_id
 
 POSITIVE_ADJECTIVES = ("good", "great", "amazing", "excellent", "wonderful", "fantastic",
                        "perfect", "brilliant", "beautiful", "lovely")
@@ -37,26 +39,24 @@ NEGATIVE_ANSWERS = (" terrible", " bad", " awful", " boring", " horrible")
 MOVIE_REVIEW_TEMPLATE = "I thought this movie was {ADJ}, I {VERB} it. Conclusion: This movie is"
 
 
-@dataclass
-class SentimentDataset:
+@dataclass(kw_only=True)
+class SentimentDataset(PromptSet):
     """ToyMovieReview prompts (Tigges et al., 2023): a review whose adjective and verb
     carry its sentiment, ending where the model states a verdict.
 
-    ``labels`` is 1 for positive and 0 for negative reviews; ``adjective_pos`` and
-    ``verb_pos`` are the positions (BOS counted) of the sentiment words.
-    ``positive_ids`` / ``negative_ids`` are single-token verdict words.
+    ``labels`` is 1 for positive and 0 for negative reviews; ``positions["adjective"]``
+    and ``positions["verb"]`` are the sentiment words (BOS counted).
+    ``positive_ids`` / ``negative_ids`` are single-token verdict words; a review's
+    ``answer_ids`` is the first verdict word of its class and ``wrong_ids`` the first of
+    the other (:func:`sentiment_score` uses all of them).
     """
 
-    prompts: list[str]
-    tokens: Tensor
     labels: Tensor
-    adjective_pos: int
-    verb_pos: int
     positive_ids: Tensor
     negative_ids: Tensor
 
-    def __len__(self) -> int:
-        return len(self.prompts)
+    PER_PROMPT: ClassVar[tuple[str, ...]] = ("labels",)
+    RENAMED: ClassVar[dict[str, str]] = {"adjective_pos": 'positions["adjective"]', "verb_pos": 'positions["verb"]'}
 
 
 def sentiment_score(logits: Tensor, positive_ids: Tensor, negative_ids: Tensor) -> Tensor:
@@ -72,10 +72,17 @@ def toy_movie_reviews(model: Any, n_prompts: int = 16, *, seed: int = 0) -> Sent
     """Balanced positive / negative ToyMovieReview prompts of one token length.
 
     Words that are not a single token (with their leading space) for the loaded
-    tokenizer are left out, so every prompt has the same length.
+    tokenizer are left out, so every prompt has the same length. Deterministic for a
+    given ``seed``.
+
+    Raises:
+        ValueError: ``n_prompts`` is not an even int >= 2, or a class has no
+            single-token adjective, verb or verdict word.
     """
-    if n_prompts < 2 or n_prompts % 2:
-        raise ValueError("n_prompts must be an even number >= 2 (half positive, half negative)")
+    if isinstance(n_prompts, bool) or not isinstance(n_prompts, int) or n_prompts < 2 or n_prompts % 2:
+        raise ValueError(f"n_prompts must be an even number >= 2 (half positive, half negative), got {n_prompts!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed must be an int, got {seed!r}")
 
     def singles(words: Sequence[str]) -> list[str]:
         return [w for w in words if is_single_token(model, " " + w)]
@@ -87,6 +94,10 @@ def toy_movie_reviews(model: Any, n_prompts: int = 16, *, seed: int = 0) -> Sent
     for label, (adjectives, verbs) in pools.items():
         if not adjectives or not verbs:
             raise ValueError(f"no single-token {'positive' if label else 'negative'} words for this tokenizer")
+    positive = [single_token_id(model, w) for w in POSITIVE_ANSWERS if is_single_token(model, w)]
+    negative = [single_token_id(model, w) for w in NEGATIVE_ANSWERS if is_single_token(model, w)]
+    if not positive or not negative:
+        raise ValueError("no single-token positive or negative verdict word for this tokenizer")
     rng = random.Random(seed)
     prompts, labels = [], []
     for i in range(n_prompts):
@@ -94,20 +105,23 @@ def toy_movie_reviews(model: Any, n_prompts: int = 16, *, seed: int = 0) -> Sent
         adjectives, verbs = pools[label]
         prompts.append(MOVIE_REVIEW_TEMPLATE.format(ADJ=rng.choice(adjectives), VERB=rng.choice(verbs)))
         labels.append(label)
-    tokens, _ = tokens_of_equal_length(model, prompts, prompts)
+    tokens = equal_length_tokens(model, prompts, "review")
     # The word's leading space belongs to its token, so the prefix is measured without it.
     prefix = MOVIE_REVIEW_TEMPLATE.split("{ADJ}")[0].rstrip()
-    adjective_pos = model.to_tokens(prefix).shape[-1]
     verb_prefix = MOVIE_REVIEW_TEMPLATE.split("{VERB}")[0].format(ADJ=pools[1][0][0]).rstrip()
-    verb_pos = model.to_tokens(verb_prefix).shape[-1]
-    positive = [single_token_id(model, w) for w in POSITIVE_ANSWERS if is_single_token(model, w)]
-    negative = [single_token_id(model, w) for w in NEGATIVE_ANSWERS if is_single_token(model, w)]
+    label_tensor = torch.tensor(labels)
+    answer_ids, wrong_ids = answers_by_label(label_tensor, positive[0], negative[0])
     return SentimentDataset(
         prompts=prompts,
         tokens=tokens,
-        labels=torch.tensor(labels),
-        adjective_pos=adjective_pos,
-        verb_pos=verb_pos,
+        answer_ids=answer_ids,
+        wrong_ids=wrong_ids,
+        positions={
+            "adjective": same_position(n_prompts, len(encode(model, prefix))),
+            "verb": same_position(n_prompts, len(encode(model, verb_prefix))),
+            "END": same_position(n_prompts, tokens.shape[1] - 1),
+        },
+        labels=label_tensor,
         positive_ids=torch.tensor(positive),
         negative_ids=torch.tensor(negative),
     )
@@ -137,7 +151,7 @@ def split_reviews_by_adjective(
     for index, prompt in enumerate(dataset.prompts):
         first_index.setdefault(prompt, index)
     keep = sorted(first_index.values())
-    adjectives = dataset.tokens[keep, dataset.adjective_pos]
+    adjectives = dataset.tokens[keep, dataset.positions["adjective"][keep]]
     labels = dataset.labels[keep]
     rng = random.Random(seed)
     train_adjectives: set[int] = set()
@@ -152,13 +166,4 @@ def split_reviews_by_adjective(
     in_train = [adjective in train_adjectives for adjective in adjectives.tolist()]
     train_rows = [row for row, flag in zip(keep, in_train) if flag]
     test_rows = [row for row, flag in zip(keep, in_train) if not flag]
-    return _subset(dataset, train_rows), _subset(dataset, test_rows)
-
-
-def _subset(dataset: SentimentDataset, rows: Sequence[int]) -> SentimentDataset:
-    return replace(
-        dataset,
-        prompts=[dataset.prompts[row] for row in rows],
-        tokens=dataset.tokens[list(rows)],
-        labels=dataset.labels[list(rows)],
-    )
+    return dataset.subset(train_rows), dataset.subset(test_rows)

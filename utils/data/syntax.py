@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import torch
-from torch import Tensor
 
-from utils.data.tokens import _bos, _encode, is_single_token, pad_right, single_token_id
+from utils.data.base import PromptSet, check_count
+from utils.data.tokens import bos_id, encode, is_single_token, pad_right, piece_ids, single_token_id
 
 # ---------------------------------------------------------------------------
 # Words and their pieces
@@ -27,7 +27,7 @@ def word_spans(model: Any, text: str) -> list[tuple[int, int]]:
     if not isinstance(text, str) or not text.strip():
         raise ValueError("text must be a non-empty string")
     encoding = model.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    offset = model.to_tokens(text).shape[-1] - len(encoding["input_ids"])
+    offset = len(encode(model, text)) - len(encoding["input_ids"])  # the BOS in front
     spans: list[list[int]] = []
     previous_end = None
     for index, (start, end) in enumerate(encoding["offset_mapping"]):
@@ -69,20 +69,17 @@ VERBS = ("chased", "found", "watched", "saw", "followed", "visited", "helped", "
 PREPOSITIONS = ("near", "behind", "from", "beside")
 
 
-@dataclass
-class SyntaxDataset:
+@dataclass(kw_only=True)
+class SyntaxDataset(PromptSet):
     """Templated sentences "The (ADJ) NOUN (PREP the PLACE) VERB the (ADJ) NOUN." with
     known positions (BOS counted) of ``"subject"``, ``"verb"`` and ``"object"`` in
-    ``roles``, and of the nearest noun before the verb in ``"nearest_noun"`` (the place
-    noun when there is a prepositional phrase, else the subject). Right-padded."""
+    ``positions``, and of the nearest noun before the verb in ``"nearest_noun"`` (the
+    place noun when there is a prepositional phrase, else the subject). Right-padded;
+    ``lengths`` are the real lengths. The task is reading, not predicting, so
+    ``answer_ids`` is the final full stop, predicted at ``positions["END"]``, the
+    object."""
 
-    sentences: list[str]
-    tokens: Tensor
-    lengths: Tensor
-    roles: dict[str, Tensor]
-
-    def __len__(self) -> int:
-        return len(self.sentences)
+    RENAMED: ClassVar[dict[str, str]] = {"sentences": "prompts", "roles": "positions"}
 
 
 def syntactic_sentences(model: Any, n_prompts: int = 24, *, seed: int = 0) -> SyntaxDataset:
@@ -90,9 +87,15 @@ def syntactic_sentences(model: Any, n_prompts: int = 24, *, seed: int = 0) -> Sy
     prepositional phrase come and go), so that no fixed offset finds the subject.
 
     Words that are not single tokens (with a leading space) are left out of the pools.
+    Deterministic for a given ``seed``.
+
+    Raises:
+        ValueError: bad ``n_prompts``, a word pool with no single-token word, or "The"
+            or "." not one token.
     """
-    if isinstance(n_prompts, bool) or not isinstance(n_prompts, int) or n_prompts < 1:
-        raise ValueError(f"n_prompts must be a positive int, got {n_prompts!r}")
+    check_count("n_prompts", n_prompts)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed must be an int, got {seed!r}")
 
     def singles(words: Sequence[str]) -> list[str]:
         kept = [w for w in words if is_single_token(model, " " + w)]
@@ -102,6 +105,9 @@ def syntactic_sentences(model: Any, n_prompts: int = 24, *, seed: int = 0) -> Sy
 
     subjects, objects, places = singles(SUBJECT_NOUNS), singles(OBJECT_NOUNS), singles(PLACE_NOUNS)
     adjectives, verbs, prepositions = singles(ADJECTIVES), singles(VERBS), singles(PREPOSITIONS)
+    full_stop = piece_ids(model, ".")
+    if len(full_stop) != 1:
+        raise ValueError("'.' is not a single token for this tokenizer")
     rng = random.Random(seed)
     sentences, sequences = [], []
     roles: dict[str, list[int]] = {"subject": [], "verb": [], "object": [], "nearest_noun": []}
@@ -126,11 +132,11 @@ def syntactic_sentences(model: Any, n_prompts: int = 24, *, seed: int = 0) -> Sy
         words.append(rng.choice(objects))
         obj = len(words) - 1
         # one token per word: BOS, then "The", then " word" pieces, then "."
-        ids = [_bos(model), *_encode(model, words[0])]
+        ids = encode(model, words[0])
         if len(ids) != 2:
             raise ValueError("'The' is not a single token for this tokenizer")
         ids += [single_token_id(model, " " + w) for w in words[1:]]
-        ids += _encode(model, ".")
+        ids += full_stop
         sequences.append(ids)
         sentences.append(" ".join(words) + ".")
         for name, word_index in (
@@ -140,10 +146,13 @@ def syntactic_sentences(model: Any, n_prompts: int = 24, *, seed: int = 0) -> Sy
             ("nearest_noun", nearest),
         ):
             roles[name].append(word_index + 1)  # + 1 for BOS
-    tokens, lengths = pad_right(sequences, _bos(model))
+    tokens, lengths = pad_right(sequences, bos_id(model))
+    positions = {name: torch.tensor(values) for name, values in roles.items()}
+    positions["END"] = lengths - 2  # the object, before the full stop
     return SyntaxDataset(
-        sentences=sentences,
+        prompts=sentences,
         tokens=tokens,
         lengths=lengths,
-        roles={name: torch.tensor(values) for name, values in roles.items()},
+        answer_ids=torch.full((n_prompts,), full_stop[0], dtype=torch.long),
+        positions=positions,
     )

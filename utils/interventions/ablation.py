@@ -49,6 +49,14 @@ def derangement(n: int, seed: int = 0) -> Tensor:
     return permutation
 
 
+def mean_over_prompts(z: Tensor) -> Tensor:
+    """Mean ablation's value: the activations ``z`` (``(batch, pos, ...)``, e.g. a
+    layer's ``hook_z``) averaged over the prompts, per position: ``(1, pos, ...)``."""
+    if not isinstance(z, Tensor) or z.ndim < 2:
+        raise ValueError("z must be a (batch, pos, ...) tensor of activations")
+    return z.mean(dim=0, keepdim=True)
+
+
 def ablation_values(
     model: Any,
     tokens: Tensor,
@@ -107,7 +115,7 @@ def ablation_values(
         with torch.no_grad():
             _, cache = model.run_with_cache(reference, names_filter=names)
     if method == "mean":
-        return [cache[name].mean(dim=0, keepdim=True) for name in names]
+        return [mean_over_prompts(cache[name]) for name in names]
     if reference_tokens is None:
         order = derangement(tokens.shape[0], seed)
     else:

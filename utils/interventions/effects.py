@@ -30,7 +30,7 @@ See :func:`write_change`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Literal, Sequence
 
 import torch
@@ -218,6 +218,13 @@ class BackupAnalysis:
     predicted: float
     dla_clean: Tensor
     dla_ablated: Tensor
+    #: The ablated run's activations named in ``backup_analysis(..., keep=...)`` (every
+    #: layer's), e.g. its attention patterns; ``hook_z`` and the final norm's scale are
+    #: always there.
+    ablated_cache: Any = field(default=None, repr=False, compare=False)
+    #: The ablated run's logits at the last position, ``(batch, 1, d_vocab)`` (e.g. for
+    #: a per-prompt metric).
+    ablated_logits: Tensor | None = field(default=None, repr=False, compare=False)
 
     @property
     def compensation(self) -> float:
@@ -225,10 +232,31 @@ class BackupAnalysis:
 
     @property
     def dla_change(self) -> Tensor:
+        """``dla_ablated - dla_clean`` of every head but the ablated ones."""
         change = self.dla_ablated - self.dla_clean
         for layer, head in self.heads:
             change[layer, head] = 0.0  # only the heads left running can take over
         return change
+
+    @property
+    def downstream(self) -> Tensor:
+        """``BoolTensor[n_layers, n_heads]``: the heads in layers after the first
+        ablated one, the only heads whose outputs the ablation can change (the
+        ablated heads themselves excepted). Earlier heads, and the other heads of the
+        first ablated layer, compute exactly what they did; their direct contribution
+        moves only through the final norm's scale. With no ablated head, every head."""
+        mask = torch.zeros(self.dla_clean.shape, dtype=torch.bool)
+        mask[min((layer for layer, _ in self.heads), default=-1) + 1 :] = True
+        for layer, head in self.heads:
+            mask[layer, head] = False
+        return mask
+
+    @property
+    def downstream_change(self) -> Tensor:
+        """:attr:`dla_change` of the :attr:`downstream` heads, 0 elsewhere: the heads
+        that can have reacted to the ablation (backup heads, or heads that stop
+        suppressing what the ablated heads wrote)."""
+        return torch.where(self.downstream, self.dla_change, torch.zeros_like(self.dla_clean))
 
 
 def backup_analysis(
@@ -240,6 +268,7 @@ def backup_analysis(
     values: Sequence[Tensor],
     *,
     final_norm: FinalNorm = "recomputed",
+    keep: Sequence[str] = (),
 ) -> BackupAnalysis:
     """Ablate ``heads`` together and compare every head's direct logit attribution
     (along ``directions``, ``(batch, d_model)``) before and after.
@@ -247,15 +276,20 @@ def backup_analysis(
     Args:
         values: replacements from :func:`utils.interventions.ablation.ablation_values`.
         final_norm: how ``predicted`` treats the final norm (see the module docstring).
+        keep: per-layer activations to keep, from every layer, in the result's
+            ``ablated_cache`` (e.g. ``("pattern",)``, to see where the remaining heads
+            attend once the others are gone).
     """
     heads = tuple(check_heads(model, heads))
-    every_z = [get_act_name("z", layer) for layer in range(model.cfg.n_layers)]
-    every_z += [  # direct logit attribution reads the post-attention norms' scales
+    if isinstance(keep, str):
+        raise TypeError('keep must be a sequence of activation names such as ("pattern",), not one string')
+    every_layer = [get_act_name(name, layer) for name in ("z", *keep) for layer in range(model.cfg.n_layers)]
+    every_layer += [  # direct logit attribution reads the post-attention norms' scales
         post_norm_scale_name(layer)
         for layer in range(model.cfg.n_layers)
         if post_attention_norm(model, layer) is not None
     ]
-    runs = _replacement_runs(model, tokens, heads, values, final_norm, extra_names=every_z)
+    runs = _replacement_runs(model, tokens, heads, values, final_norm, extra_names=every_layer)
     with torch.no_grad():
         dla_clean = head_direct_logit_attribution(model, runs.clean_cache, directions).cpu()
         dla_ablated = head_direct_logit_attribution(model, runs.total_cache, directions).cpu()
@@ -266,4 +300,6 @@ def backup_analysis(
         predicted=float(metric_value(metric, runs.direct_logits)),
         dla_clean=dla_clean,
         dla_ablated=dla_ablated,
+        ablated_cache=runs.total_cache,
+        ablated_logits=runs.total_logits[:, -1:],
     )

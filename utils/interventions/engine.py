@@ -17,6 +17,7 @@ from transformer_lens.utilities import get_act_name
 
 from utils.core.heads import check_layer
 from utils.core.metrics import Metric, metric_value
+from utils.core.positions import check_positions
 from utils.interventions.runner import rows_per_run
 
 # ---------------------------------------------------------------------------
@@ -162,7 +163,7 @@ def replace_heads_sweep(
     metric: Metric,
     *,
     layers: Sequence[int] | None = None,
-    positions: Sequence[int] | None = None,
+    positions: Tensor | None = None,
     last_position_only: bool = False,
 ) -> Tensor:
     """For every head, ``metric`` on ``run`` with that head's output replaced.
@@ -174,16 +175,17 @@ def replace_heads_sweep(
         replacement_z: per layer, the value to write into ``hook_z``, broadcastable to
             ``(batch, pos, n_heads, d_head)`` (a source run's ``z``, zeros, a mean, ...).
         layers: the layers to sweep; all by default.
-        positions: replace only at these positions; all by default.
-        last_position_only: see :func:`head_patching_sweep`.
+        positions: replace only at each prompt's positions, ``LongTensor[batch]`` (or
+            ``LongTensor[batch, k]`` for several per prompt), as
+            :mod:`utils.core.positions` prescribes; every position by default.
+        last_position_only: see :func:`utils.interventions.patching.head_patching_sweep`.
 
     Returns:
         ``Tensor[len(layers), n_heads]``.
     """
     layers = _check_layers(model, layers)
     n_heads, batch, n_pos = model.cfg.n_heads, run.batch, run.tokens.shape[1]
-    where = _check_positions(positions, n_pos)
-    where = slice(None) if where is None else where
+    rows, columns = position_index(positions, batch, n_pos, device=run.z[0].device)
     if len(replacement_z) != model.cfg.n_layers:
         raise ValueError(
             f"replacement_z needs one entry per layer ({model.cfg.n_layers}), "
@@ -201,7 +203,7 @@ def replace_heads_sweep(
                     stacked = z.view(len(heads), batch, *z.shape[1:])
                     for copy, head in enumerate(heads):
                         # stacked[copy] is a view, so this writes into z itself
-                        stacked[copy][:, where, head] = new[:, where, head]
+                        stacked[copy][rows, columns, head] = new[rows, columns, head]
                     return z
 
                 resid = run.resid_pre[layer].repeat(len(heads), 1, 1)
@@ -222,16 +224,14 @@ def _check_layers(model: Any, layers: Sequence[int] | None) -> list[int]:
     return checked
 
 
-def _check_positions(positions: Sequence[int] | None, n_pos: int) -> list[int] | None:
+def position_index(
+    positions: Tensor | None, batch: int, n_pos: int, *, device: Any = None
+) -> tuple[Any, Any]:
+    """An index ``(rows, columns)`` into the first two axes of a ``(batch, pos, ...)``
+    activation that selects each prompt's ``positions`` (checked with
+    :func:`utils.core.positions.check_positions`); every position for ``None``."""
     if positions is None:
-        return None
-    checked = []
-    for position in positions:
-        if isinstance(position, bool) or not isinstance(position, int):
-            raise TypeError(f"positions must be ints, got {position!r}")
-        if not -n_pos <= position < n_pos:
-            raise ValueError(f"position {position} is out of range for prompts of {n_pos} tokens")
-        checked.append(position % n_pos)
-    if not checked:
-        raise ValueError("positions is empty; pass None to patch every position")
-    return checked
+        return slice(None), slice(None)
+    checked = check_positions("positions", positions, batch, n_pos).to(device)
+    rows = torch.arange(batch, device=checked.device)
+    return (rows if checked.ndim == 1 else rows[:, None]), checked

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from utils.core.hooks import HookList
+from utils.core.positions import check_positions
 from utils.interventions.hooks import attention_knockout_hooks
 from utils.interventions.runner import PrefixRun, Variants, rows_per_run
 
@@ -36,90 +37,91 @@ def layer_windows(n_layers: int, window: int, centres: Sequence[int] | None = No
     return windows
 
 
-def _prompt_list(tokens: Sequence[Tensor] | Tensor) -> list[Tensor]:
-    if isinstance(tokens, Tensor):
-        if tokens.ndim != 2:
-            raise ValueError(f"tokens must be (batch, pos) or a list of (1, pos), got {tuple(tokens.shape)}")
-        return [row[None] for row in tokens]
-    prompts = list(tokens)
-    for index, prompt in enumerate(prompts):
-        if not isinstance(prompt, Tensor) or prompt.ndim != 2 or prompt.shape[0] != 1:
-            raise ValueError(f"prompt {index} must be a (1, pos) tensor, got {getattr(prompt, 'shape', prompt)}")
-    if not prompts:
-        raise ValueError("no prompts given")
-    return prompts
-
-
-def _by_length(prompts: Sequence[Tensor]) -> dict[int, list[int]]:
-    groups: dict[int, list[int]] = {}
-    for index, prompt in enumerate(prompts):
-        groups.setdefault(prompt.shape[1], []).append(index)
-    return groups
-
-
 def knockout_window_scan(
     model: Any,
-    tokens: Sequence[Tensor] | Tensor,
+    tokens: Tensor,
     answer_ids: Tensor,
-    key_groups: Mapping[str, Sequence[Sequence[int]]],
+    key_groups: Mapping[str, Tensor],
     window: int,
     *,
     centres: Sequence[int] | None = None,
+    end_positions: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """Relative change of the answer's probability when the edges from the last position
     to a group of key positions are blocked in a window of layers, for each window.
 
-    Prompts of equal length run together; each (prompt, group, window) is one row of the
-    batch, with one unblocked row per prompt for its clean probability. The positions
-    before the last are computed once (:class:`~utils.interventions.runner.PrefixRun`): blocking the last position's
+    Prompts that end at the same position run together (cut to their real length, so a
+    right-padded batch gives the same numbers as separate runs); each (prompt, group,
+    window) is one row of the batch, with one unblocked row per prompt for its clean
+    probability. The positions before the last are computed once
+    (:class:`~utils.interventions.runner.PrefixRun`): blocking the last position's
     edges cannot change them.
 
     Args:
-        tokens: ``(batch, pos)``, or one ``(1, pos_i)`` tensor per prompt.
-        answer_ids: ``(n_prompts,)``.
-        key_groups: per group name, one list of key positions per prompt, e.g.
-            ``{"subject": [[1, 2], [4]], "relation": [[3, 4], [1, 2, 3]]}``.
+        tokens: ``(batch, pos)``, right-padded where prompts differ in length.
+        answer_ids: ``(batch,)``.
+        key_groups: per group name, a ``BoolTensor[batch, pos]`` marking the key
+            positions to block in each prompt, e.g. ``{"subject": facts.subject_mask}``.
         centres: layers the windows are centred on; default every layer.
+        end_positions: ``LongTensor[batch]``, each prompt's last real token (the query
+            whose edges are blocked); default the last column.
 
     Returns:
-        ``{group: Tensor[n_prompts, n_windows]}`` with ``(p_blocked - p_clean) / p_clean``;
+        ``{group: Tensor[batch, n_windows]}`` with ``(p_blocked - p_clean) / p_clean``;
         -1 means the answer's probability fell to zero.
     """
-    prompts = _prompt_list(tokens)
-    n_prompts = len(prompts)
+    if not isinstance(tokens, Tensor) or tokens.ndim != 2:
+        raise ValueError(f"tokens must be a (batch, pos) tensor, got {getattr(tokens, 'shape', tokens)}")
+    n_prompts, n_pos = tokens.shape
+    if n_prompts == 0:
+        raise ValueError("no prompts given")
     if not isinstance(answer_ids, Tensor) or answer_ids.shape != (n_prompts,):
         raise ValueError(f"answer_ids must be a tensor of shape ({n_prompts},)")
     if bool((answer_ids < 0).any()) or bool((answer_ids >= model.cfg.d_vocab).any()):
         raise ValueError(f"answer ids must lie in the vocabulary 0..{model.cfg.d_vocab - 1}")
+    if end_positions is None:
+        end_positions = torch.full((n_prompts,), n_pos - 1, dtype=torch.long)
+    end = check_positions("end_positions", end_positions, n_prompts, n_pos)
+    if end.ndim != 1 or bool((end < 1).any()):
+        raise ValueError(f"end_positions must have shape ({n_prompts},) with every end after BOS")
     if not key_groups:
         raise ValueError("key_groups is empty")
-    for name, per_prompt in key_groups.items():
-        if len(per_prompt) != n_prompts:
-            raise ValueError(f"key group {name!r} has {len(per_prompt)} lists of positions for {n_prompts} prompts")
+    keys: dict[str, list[list[int]]] = {}
+    for name, mask in key_groups.items():
+        if not isinstance(mask, Tensor) or mask.dtype != torch.bool or mask.shape != tokens.shape:
+            raise ValueError(f"key group {name!r} must be a BoolTensor of shape {tuple(tokens.shape)}, like tokens")
+        keys[name] = [row.nonzero().flatten().tolist() for row in mask.cpu()]
+        late = [i for i, row in enumerate(keys[name]) if row and max(row) > int(end[i])]
+        if late:
+            raise ValueError(f"key group {name!r} has positions after the end of prompt {late[0]}: not visible from its query")
     windows = layer_windows(model.cfg.n_layers, window, centres)
     jobs = [(name, layers) for name in key_groups for layers in windows]
     rows_per_prompt = len(jobs) + 1  # the last row of each prompt is left unblocked
     result = {name: torch.zeros(n_prompts, len(windows)) for name in key_groups}
-    # Prompts of one length run together, as many per forward pass as the logits budget allows.
+    groups: dict[int, list[int]] = {}
+    for index, last in enumerate(end.tolist()):
+        groups.setdefault(last, []).append(index)
+    # Prompts that end at one position run together, as many per forward pass as the
+    # logits budget allows.
     per_run = rows_per_run(model, 1, rows_per_item=rows_per_prompt)
-    for n_pos, same_length in _by_length(prompts).items():
-        for start in range(0, len(same_length), per_run):
-            indices = same_length[start : start + per_run]
+    for last, same_end in groups.items():
+        for start in range(0, len(same_end), per_run):
+            indices = same_end[start : start + per_run]
             # One variant per (group, window), plus a last one left unblocked (the clean
             # probability); variant v of prompt `slot` is row v * len(indices) + slot.
             stacked = Variants(len(indices), rows_per_prompt)
             hooks: HookList = []
             for slot, index in enumerate(indices):
                 for layer in range(model.cfg.n_layers):
-                    for name, per_prompt in key_groups.items():
+                    for name in key_groups:
                         rows = [
                             int(stacked.rows(job)[slot])
                             for job, (group, layers) in enumerate(jobs)
                             if group == name and layer in layers
                         ]
                         if rows:
-                            hooks += attention_knockout_hooks(model, [layer], list(per_prompt[index]), rows=rows)
-            run = PrefixRun(model, torch.cat([prompts[i] for i in indices]), n_pos - 1, copies=rows_per_prompt)
+                            hooks += attention_knockout_hooks(model, [layer], keys[name][index], rows=rows)
+            run = PrefixRun(model, tokens[indices, : last + 1], last, copies=rows_per_prompt)
             final = run(hooks, last_position_only=True)[:, -1].softmax(dim=-1)  # (rows, d_vocab)
             answers = stacked.stack(answer_ids[indices]).to(final.device)
             probabilities = final[torch.arange(final.shape[0], device=final.device), answers]

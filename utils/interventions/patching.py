@@ -1,22 +1,28 @@
 """Activation patching of heads and of the residual stream, exact and by attribution.
+
+Positions follow :mod:`utils.core.positions`: where to patch in each prompt is a
+``LongTensor[batch]`` (``LongTensor[batch, k]`` for several positions per prompt), e.g.
+``ioi.positions["S2"]``; ``None`` patches every position.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Callable, Literal, Mapping, Sequence
 
 import torch
 from torch import Tensor
 from transformer_lens.utilities import get_act_name
 
-from utils.core.heads import check_heads
+from utils.core.cache import take_positions
+from utils.core.heads import Head, check_heads
 from utils.core.metrics import Metric, metric_value
+from utils.core.positions import check_positions
 from utils.interventions.engine import (
     _check_layers,
-    _check_positions,
     _metric_per_copy,
     cache_run,
     copy_chunks,
+    position_index,
     replace_heads_sweep,
     run_from_layer,
 )
@@ -75,7 +81,7 @@ def head_patching_sweep(
     *,
     direction: Direction = "denoise",
     layers: Sequence[int] | None = None,
-    positions: Sequence[int] | None = None,
+    positions: Tensor | None = None,
     last_position_only: bool = False,
 ) -> Tensor:
     """Exact activation patching of every head's output (``hook_z``), fast.
@@ -89,8 +95,9 @@ def head_patching_sweep(
         clean_tokens, corrupted_tokens: ``(batch, pos)`` of the same shape.
         metric: logits ``(batch, pos, d_vocab)`` -> scalar tensor.
         layers: sweep only these layers; all by default.
-        positions: patch only these positions (position-specific patching); all by
-            default.
+        positions: patch only at each prompt's positions (position-specific
+            patching): ``LongTensor[batch]``, e.g. ``ioi.positions["END"]``, or
+            ``LongTensor[batch, k]``; every position by default.
         last_position_only: the metric reads only the last position's logits (as
             ``utils.core.metrics.logit_diff`` does): only that position is unembedded and the
             metric receives logits of shape ``(batch, 1, d_vocab)``. Same results,
@@ -119,7 +126,7 @@ def head_position_patching_sweep(
     clean_tokens: Tensor,
     corrupted_tokens: Tensor,
     metric: Metric,
-    heads: Sequence[tuple[int, int]],
+    heads: Sequence[Head],
     *,
     direction: Direction = "denoise",
     last_position_only: bool = False,
@@ -176,7 +183,7 @@ def attribution_patching_sweep(
     *,
     direction: Direction = "denoise",
     layers: Sequence[int] | None = None,
-    positions: Sequence[int] | None = None,
+    positions: Tensor | None = None,
 ) -> Tensor:
     """Attribution patching: the linear approximation of :func:`head_patching_sweep`.
 
@@ -189,7 +196,8 @@ def attribution_patching_sweep(
     """
     base_tokens, source_tokens = _base_and_source(clean_tokens, corrupted_tokens, direction)
     layers = _check_layers(model, layers)
-    where = _check_positions(positions, base_tokens.shape[1])
+    if positions is not None:
+        positions = check_positions("positions", positions, base_tokens.shape[0], base_tokens.shape[1])
     with torch.no_grad():
         _, source_cache = model.run_with_cache(
             source_tokens, names_filter=[get_act_name("z", layer) for layer in layers]
@@ -219,14 +227,14 @@ def attribution_patching_sweep(
             raise ValueError("the metric is not differentiable with respect to the logits")
         grads = torch.autograd.grad(value, [kept[layer] for layer in layers], allow_unused=True)
     results = torch.zeros(len(layers), model.cfg.n_heads)
-    mask = torch.zeros(base_tokens.shape[1], dtype=torch.bool)
-    mask[slice(None) if where is None else where] = True
     for row, (layer, grad) in enumerate(zip(layers, grads)):
         if grad is None:  # the metric does not depend on this layer's heads
             grad = torch.zeros_like(kept[layer])
         delta = source_cache[get_act_name("z", layer)] - kept[layer].detach()
         per_position = (delta * grad).sum(dim=-1)  # (batch, pos, n_heads)
-        results[row] = per_position[:, mask.to(per_position.device)].sum(dim=(0, 1)).cpu()
+        if positions is not None:
+            per_position = take_positions(per_position, positions)  # (batch[, k], n_heads)
+        results[row] = per_position.sum(dim=tuple(range(per_position.ndim - 1))).cpu()
     return results + float(value.detach())
 
 
@@ -238,24 +246,31 @@ def residual_patching_sweep(
     *,
     direction: Direction = "denoise",
     layers: Sequence[int] | None = None,
-    positions: Sequence[int] | None = None,
+    positions: Tensor | Mapping[str, Tensor] | None = None,
     last_position_only: bool = False,
 ) -> Tensor:
-    """Patch the residual stream entering block ``l`` at position ``p``, for every
-    ``(l, p)``, and record ``metric(logits)``.
+    """Patch the residual stream entering block ``l`` at one position per prompt, for
+    every layer ``l`` and every column of ``positions``, and record ``metric(logits)``.
 
-    Fast like :func:`head_patching_sweep`: for each layer, all positions share one
-    batched run of the remaining blocks; positions where the two runs' residual streams
+    Fast like :func:`head_patching_sweep`: for each layer, all columns share one
+    batched run of the remaining blocks; columns where the two runs' residual streams
     are identical are not run at all. ``last_position_only`` as in
     :func:`head_patching_sweep`.
 
+    Args:
+        positions: the columns, each one position per prompt: ``LongTensor[batch]``
+            (one column), ``LongTensor[batch, k]`` (``k`` columns) or a dict of
+            ``LongTensor[batch]`` such as ``{"S2": ioi.positions["S2"], "END":
+            ioi.positions["END"]}`` (one column per entry, in its order). By default
+            every position ``0 .. pos - 1`` is a column.
+
     Returns:
-        ``Tensor[len(layers), len(positions)]`` (all layers and positions by default).
+        ``Tensor[len(layers), n_columns]`` (all layers and positions by default).
     """
     base_tokens, source_tokens = _base_and_source(clean_tokens, corrupted_tokens, direction)
     layers = _check_layers(model, layers)
-    n_pos = base_tokens.shape[1]
-    where = _check_positions(positions, n_pos) or list(range(n_pos))
+    n_batch, n_pos = base_tokens.shape
+    where = _residual_columns(positions, n_batch, n_pos)
     base = cache_run(model, base_tokens)
     with torch.no_grad():
         _, source_cache = model.run_with_cache(
@@ -271,12 +286,13 @@ def residual_patching_sweep(
             differing = [
                 (column, position)
                 for column, position in enumerate(where)
-                if not torch.equal(base.resid_pre[layer][:, position], source[:, position])
+                if not torch.equal(take_positions(base.resid_pre[layer], position), take_positions(source, position))
             ]
             for chunk in copy_chunks(model, differing, base, last_position_only=last_position_only):
                 resid = base.resid_pre[layer].repeat(len(chunk), 1, 1)
                 for copy, (_, position) in enumerate(chunk):
-                    resid[copy * batch : (copy + 1) * batch, position] = source[:, position]
+                    rows, columns = position_index(position, batch, n_pos, device=resid.device)
+                    resid[copy * batch : (copy + 1) * batch][rows, columns] = source[rows, columns]
                 logits = run_from_layer(
                     model, base, layer, resid, last_position_only=last_position_only
                 )
@@ -284,6 +300,28 @@ def residual_patching_sweep(
                 for (column, _), value in zip(chunk, values):
                     results[row, column] = value
     return results
+
+
+def _residual_columns(positions: Tensor | Mapping[str, Tensor] | None, batch: int, n_pos: int) -> list[Tensor]:
+    """The columns of :func:`residual_patching_sweep`, each a ``LongTensor[batch]``."""
+    if positions is None:
+        return [torch.full((batch,), position, dtype=torch.long) for position in range(n_pos)]
+    if isinstance(positions, Mapping):
+        if not positions:
+            raise ValueError("positions is empty; pass None to patch every position")
+        columns = []
+        for name, value in positions.items():
+            checked = check_positions(f"positions[{name!r}]", value, batch, n_pos)
+            if checked.ndim != 1:
+                raise ValueError(f"positions[{name!r}] must have shape ({batch},): one position per prompt")
+            columns.append(checked)
+        return columns
+    checked = check_positions("positions", positions, batch, n_pos)
+    if checked.ndim == 1:
+        return [checked]
+    if checked.shape[1] == 0:
+        raise ValueError("positions has no columns; pass None to patch every position")
+    return list(checked.T.contiguous())
 
 
 def patching_baselines(

@@ -22,21 +22,12 @@ from torch import Tensor, nn
 from transformer_lens import ActivationCache, HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
-__all__ = ["ToyConfig", "ToyTransformer", "composition_scores", "HOOK_NAMES_PER_LAYER"]
+__all__ = ["ToyConfig", "ToyTransformer", "composition_scores", "ACTIVATIONS_PER_LAYER"]
 
-#: The hook names every block has (``{l}`` the layer); MLP blocks add ``hook_resid_mid``,
-#: ``mlp.hook_pre``, ``mlp.hook_post`` and ``hook_mlp_out``.
-HOOK_NAMES_PER_LAYER = (
-    "blocks.{l}.hook_resid_pre",
-    "blocks.{l}.attn.hook_q",
-    "blocks.{l}.attn.hook_k",
-    "blocks.{l}.attn.hook_v",
-    "blocks.{l}.attn.hook_attn_scores",
-    "blocks.{l}.attn.hook_pattern",
-    "blocks.{l}.attn.hook_z",
-    "blocks.{l}.hook_attn_out",
-    "blocks.{l}.hook_resid_post",
-)
+#: The activations every block hooks, by TransformerLens's short names
+#: (``get_act_name(name, layer)`` is the hook's name); MLP blocks add ``"resid_mid"``,
+#: ``"pre"``, ``"post"`` and ``"mlp_out"``.
+ACTIVATIONS_PER_LAYER = ("resid_pre", "q", "k", "v", "attn_scores", "pattern", "z", "attn_out", "resid_post")
 
 
 def _positive_int(name: str, value: Any) -> int:

@@ -75,7 +75,7 @@ def layer_head_heatmap(
     title: str = "",
     colorbar_label: str = "score",
     diverging: bool | None = None,
-    highlight: Sequence[tuple[int, int]] = (),
+    highlight: Sequence[Head] = (),
     ax: Axes | None = None,
 ) -> Figure:
     """Heatmap of one value per head, layers on the y axis and heads on the x axis.

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from utils.interventions.effects import head_effects
-from utils.interventions.ablation import ablation_values, derangement
+from utils.interventions.ablation import ablation_values, derangement, mean_over_prompts
 from utils.course.checks import Case, Hook, check_against_reference, run_hook
 from utils.data.ioi import ioi_dataset
 from utils.interventions.hooks import replace_heads_hooks
@@ -53,7 +53,7 @@ def check_mean_ablation_hook(fn: Callable[[Tensor, Sequence[int]], Hook]) -> Non
     def reference(reference_z: Tensor, heads: Sequence[int]) -> Hook:
         n_heads = reference_z.shape[2]
         one_layer = SimpleNamespace(cfg=SimpleNamespace(n_layers=1, n_heads=n_heads))
-        mean = reference_z.mean(dim=0, keepdim=True)
+        mean = mean_over_prompts(reference_z)
         chosen = [(0, head) for head in heads]
         return replace_heads_hooks(one_layer, chosen, [mean])[0][1]
 
@@ -164,18 +164,18 @@ def check_direct_effect(
     """
     ioi = ioi_dataset(model, 2, seed=4)
     reference_prompts = ioi_dataset(model, 4, seed=5)
-    tokens = ioi.clean_tokens
+    tokens = ioi.tokens
     values = {
         "zero": ablation_values(model, tokens, "zero"),
         "mean": ablation_values(
-            model, tokens, "mean", reference_tokens=reference_prompts.clean_tokens
+            model, tokens, "mean", reference_tokens=reference_prompts.tokens
         ),
     }
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
     last, earlier = n_layers - 1, max(0, n_layers - 4)
 
     def metric(logits: Tensor) -> Tensor:
-        return logit_diff(logits, ioi.correct_ids, ioi.incorrect_ids)
+        return logit_diff(logits, ioi.answer_ids, ioi.wrong_ids)
 
     def learner(layer: int, head: int, method: str) -> Any:
         with torch.no_grad():

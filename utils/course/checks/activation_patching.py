@@ -50,7 +50,7 @@ def _small_ioi(model: Any, seed: int = 3) -> tuple[IOIDataset, Metric]:
     ioi = ioi_dataset(model, 2, seed=seed)
 
     def metric(logits: Tensor) -> Tensor:
-        return logit_diff(logits, ioi.correct_ids, ioi.incorrect_ids)
+        return logit_diff(logits, ioi.answer_ids, ioi.wrong_ids)
 
     return ioi, metric
 
@@ -168,7 +168,7 @@ def check_patch_heads(
     one head of an earlier layer (so that the patch must travel through later blocks).
     """
     ioi, metric = _small_ioi(model)
-    tokens = {"clean": ioi.clean_tokens, "corrupted": ioi.corrupted_tokens}
+    tokens = {"clean": ioi.tokens, "corrupted": ioi.corrupted_tokens}
     runs = {name: cache_run(model, value) for name, value in tokens.items()}
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
     last, earlier = n_layers - 1, max(0, n_layers - 4)
@@ -217,7 +217,7 @@ def check_attribution_patching(
     of every layer.
     """
     ioi, metric = _small_ioi(model)
-    clean, corrupted = ioi.clean_tokens, ioi.corrupted_tokens
+    clean, corrupted = ioi.tokens, ioi.corrupted_tokens
 
     def learner(base: Tensor, source: Tensor, metric: Metric) -> Any:
         with torch.no_grad():

@@ -15,6 +15,7 @@ from torch import Tensor
 from utils.course.checks import Case, check_against_reference
 from utils.course.checks.background import one_hot_pattern, random_attention_pattern
 from utils.analysis.classify import classify_movers
+from utils.core.heads import Head
 from utils.scores.patterns import first_token_score, subword_merge_score
 from utils.scores.retrieval import retrieval_score
 
@@ -25,7 +26,6 @@ __all__ = [
     "check_classify_movers",
 ]
 
-Head = tuple[int, int]
 Span = tuple[int, int]
 
 

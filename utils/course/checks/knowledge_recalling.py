@@ -122,29 +122,41 @@ def check_classify_by_source(fn: Callable[..., str]) -> None:
 
 
 def _same_length_batch(
-    tokens: Sequence[Tensor], answer_ids: Tensor, limit: int
+    tokens: Tensor, answer_ids: Tensor, end_positions: Tensor | None, limit: int
 ) -> tuple[Tensor, Tensor]:
-    """Up to ``limit`` prompts of the most common length, stacked, and their answers."""
-    lengths = [int(t.shape[-1]) for t in tokens]
-    length = Counter(lengths).most_common(1)[0][0]
-    chosen = [i for i, n in enumerate(lengths) if n == length][:limit]
-    return torch.cat([tokens[i].reshape(1, -1) for i in chosen]), answer_ids[chosen]
+    """Up to ``limit`` prompts that end at the most common position, cut to that
+    length, and their answers."""
+    if not isinstance(tokens, Tensor) or tokens.ndim != 2:
+        raise ValueError(f"tokens must be a (batch, pos) tensor, got {getattr(tokens, 'shape', tokens)}")
+    if end_positions is None:
+        end_positions = torch.full((tokens.shape[0],), tokens.shape[1] - 1)
+    ends = [int(end) for end in end_positions]
+    end = Counter(ends).most_common(1)[0][0]
+    chosen = [i for i, e in enumerate(ends) if e == end][:limit]
+    return tokens[chosen, : end + 1], answer_ids[chosen]
 
 
 def check_head_attribution_by_key(
-    fn: Callable[..., Tensor], model: Any, tokens: Sequence[Tensor], answer_ids: Tensor
+    fn: Callable[..., Tensor],
+    model: Any,
+    tokens: Tensor,
+    answer_ids: Tensor,
+    end_positions: Tensor | None = None,
 ) -> None:
     """Check ``fn(model, cache, directions, layer, head) -> Tensor[batch, key_pos]``,
     one head's direct logit attribution at the last position split by key, against
     :func:`utils.attribution.dla.head_attribution_by_key`.
 
-    Runs the model once, on up to four of the prompts that share the most common length.
+    Runs the model once, on up to four of the prompts that end at the most common
+    position, cut to that length (so the last position is a real token).
 
     Args:
-        tokens: one ``(1, pos_i)`` tensor per prompt (or a ``(batch, pos)`` tensor).
-        answer_ids: ``(n_prompts,)``, the answer of each prompt.
+        tokens: ``(batch, pos)``, right-padded where prompts differ in length.
+        answer_ids: ``(batch,)``, the answer of each prompt.
+        end_positions: ``LongTensor[batch]``, each prompt's last real token; default
+            the last column.
     """
-    batch, answers = _same_length_batch(list(tokens), answer_ids, limit=4)
+    batch, answers = _same_length_batch(tokens, answer_ids, end_positions, limit=4)
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
     wanted = {get_act_name("scale")}
     for layer in range(n_layers):

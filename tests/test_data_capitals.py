@@ -1,11 +1,12 @@
-"""Tests for utils.knowledge_data: capital facts, knowledge conflicts, yes/no and
-multiple-choice prompts."""
+"""Capital facts, knowledge conflicts, yes/no and multiple-choice prompts
+(utils.data.capitals) on both architectures."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from data_checks import assert_prompt_set
 from utils.data.capitals import (
     COUNTRY_CAPITALS,
     LETTERS,
@@ -30,15 +31,22 @@ def test_capital_facts_are_validated_on_the_embedded_model(embedded_model):
     assert 10 <= len(facts) < facts.n_candidates
     predicted = embedded_model(facts.tokens)[:, -1].argmax(-1)
     assert torch.equal(predicted, facts.answer_ids)
+    assert_prompt_set(facts, embedded_model)
 
 
 def test_capital_facts_layout(any_model, unvalidated):
     facts = unvalidated
     assert len(facts) >= 10 and facts.tokens.shape[0] == len(facts)
-    for row, country in zip(facts.tokens, facts.countries):
-        assert any_model.to_string(row[facts.subject_pos : facts.subject_pos + 1]) == " " + country
+    assert_prompt_set(facts, any_model, again=capital_facts(any_model, validate=False))
+    rows = torch.arange(len(facts))
+    for token, country in zip(facts.tokens[rows, facts.positions["subject"]], facts.countries):
+        assert any_model.to_string(token[None]) == " " + country
     capital = any_model.to_string(facts.answer_ids[:1])
     assert capital == " " + facts.capitals[0]
+    part = facts.subset([2, 0])
+    assert part.countries == [facts.countries[2], facts.countries[0]] and part.n_candidates == facts.n_candidates
+    with pytest.raises(AttributeError, match=r'positions\["subject"\]'):
+        facts.subject_pos
 
 
 def test_capital_facts_reject_bad_pairs(any_model):
@@ -48,32 +56,54 @@ def test_capital_facts_reject_bad_pairs(any_model):
         capital_facts(any_model, [("France", "Paris"), ("France", "Lyon")], validate=False)
     with pytest.raises(TypeError, match="pairs"):
         capital_facts(any_model, [("France",)], validate=False)
+    with pytest.raises(TypeError, match="pairs"):
+        capital_facts(any_model, "France", validate=False)
+    with pytest.raises(ValueError, match="no \\(country, capital\\) pair"):
+        capital_facts(any_model, [], validate=False)
 
 
 def test_knowledge_conflict_dataset(any_model, unvalidated):
     conflict = knowledge_conflict_dataset(any_model, unvalidated, seed=0)
     assert len(conflict) == len(unvalidated)
-    assert bool((conflict.memory_ids != conflict.context_ids).all())
-    assert torch.equal(conflict.tokens[:, conflict.context_pos], conflict.context_ids)
-    for position in conflict.subject_pos:
-        assert torch.equal(conflict.tokens[:, position], unvalidated.tokens[:, unvalidated.subject_pos])
+    assert_prompt_set(conflict, any_model, again=knowledge_conflict_dataset(any_model, unvalidated, seed=0))
+    rows = torch.arange(len(conflict))
+    assert bool((conflict.answer_ids != conflict.wrong_ids).all())
+    assert torch.equal(conflict.tokens[rows, conflict.positions["counterfactual"]], conflict.wrong_ids)
+    for name in ("subject_1", "subject_2"):
+        mentions = conflict.tokens[rows, conflict.positions[name]]
+        assert torch.equal(mentions, unvalidated.tokens[rows, unvalidated.positions["subject"]])
     # Every counterfactual is another fact's true capital.
-    assert set(conflict.context_ids.tolist()) == set(conflict.memory_ids.tolist())
+    assert set(conflict.wrong_ids.tolist()) == set(conflict.answer_ids.tolist())
+    assert not torch.equal(knowledge_conflict_dataset(any_model, unvalidated, seed=1).wrong_ids, conflict.wrong_ids)
     with pytest.raises(ValueError, match="at least two"):
         knowledge_conflict_dataset(any_model, capital_facts(any_model, [("France", "Paris")], validate=False))
+    with pytest.raises(TypeError, match="CapitalFacts"):
+        knowledge_conflict_dataset(any_model, [("France", "Paris")])
+    with pytest.raises(ValueError, match="seed"):
+        knowledge_conflict_dataset(any_model, unvalidated, seed="0")
+    for old in ("memory_ids", "context_ids", "context_pos"):
+        with pytest.raises(AttributeError, match="renamed"):
+            getattr(conflict, old)
 
 
 def test_yes_no_dataset(any_model, unvalidated):
     questions = yes_no_dataset(any_model, unvalidated, n_questions=6)
     assert len(questions) == 12 and questions.labels.sum().item() == 6
+    assert_prompt_set(questions, any_model, again=yes_no_dataset(any_model, unvalidated, n_questions=6))
     rows = torch.arange(len(questions))
-    assert bool((questions.tokens[rows, questions.yes_pos] == questions.yes_id).all())
-    assert bool((questions.tokens[rows, questions.no_pos] == questions.no_id).all())
+    assert bool((questions.tokens[rows, questions.positions["yes"]] == questions.yes_id).all())
+    assert bool((questions.tokens[rows, questions.positions["no"]] == questions.no_id).all())
     # The options named by the last question come after both shot answers.
-    assert bool((questions.yes_pos < questions.no_pos).all())
+    assert bool((questions.positions["yes"] < questions.positions["no"]).all())
     assert "Answer Yes or No." in questions.prompts[0].split("\n")[-2]
+    yes = questions.labels == 1
+    assert bool((questions.answer_ids[yes] == questions.yes_id).all())
+    assert bool((questions.answer_ids[~yes] == questions.no_id).all())
+    assert bool((questions.wrong_ids[yes] == questions.no_id).all())
     with pytest.raises(ValueError, match="n_questions"):
         yes_no_dataset(any_model, unvalidated, n_questions=0)
+    with pytest.raises(ValueError, match="n_questions"):
+        yes_no_dataset(any_model, unvalidated, n_questions=True)
     few = capital_facts(any_model, COUNTRY_CAPITALS[:3], validate=False)
     with pytest.raises(ValueError, match="at least 4"):
         yes_no_dataset(any_model, few)
@@ -90,11 +120,15 @@ def test_negative_bias():
 def test_multiple_choice_dataset(any_model, unvalidated):
     questions = multiple_choice_dataset(any_model, unvalidated, seed=0)
     assert len(questions) == len(unvalidated) - 1
+    assert_prompt_set(questions, any_model, again=multiple_choice_dataset(any_model, unvalidated, seed=0))
     counts = torch.bincount(questions.correct, minlength=4)
     assert counts.max() - counts.min() <= 1
+    assert torch.equal(questions.answer_ids, questions.letter_ids[questions.correct])
     rows = torch.arange(len(questions))
+    letters = questions.positions["letters"]
+    assert letters.shape == (len(questions), 4)
     for column, letter in enumerate(LETTERS):
-        assert {any_model.to_string(t) for t in questions.tokens[rows, questions.letter_pos[:, column]]} == {letter}
+        assert {any_model.to_string(t) for t in questions.tokens[rows, letters[:, column]]} == {letter}
     # The option after the correct letter is the asked country's capital.
     first = questions.prompts[0].split("\n\n")[1]
     line = [ln for ln in first.split("\n") if ln.startswith(LETTERS[int(questions.correct[0])] + ".")][0]

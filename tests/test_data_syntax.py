@@ -1,0 +1,55 @@
+"""Templated sentences and word spans (utils.data.syntax) on both architectures."""
+
+import pytest
+
+from data_checks import assert_prompt_set
+from utils.data.syntax import SyntaxDataset, syntactic_sentences, word_spans
+
+
+def decode(model, token_id) -> str:
+    return model.tokenizer.decode([int(token_id)])
+
+
+def test_word_spans(embedded_model):
+    text = "The unbelievable story, told twice."
+    spans = word_spans(embedded_model, text)
+    tokens = embedded_model.to_str_tokens(text)
+    words = ["".join(tokens[first : last + 1]).strip() for first, last in spans]
+    assert words == ["The", "unbelievable", "story", "told", "twice"]
+    assert any(last > first for first, last in spans)  # "unbelievable" is split by this tokenizer
+    with pytest.raises(ValueError, match="non-empty"):
+        word_spans(embedded_model, "  ")
+
+
+def test_word_spans_on_both_tokenizers(any_model):
+    text = "The old dog chased the cat."
+    spans = word_spans(any_model, text)
+    tokens = any_model.to_str_tokens(text)
+    assert ["".join(tokens[a : b + 1]).strip() for a, b in spans] == text.rstrip(".").split()
+
+
+def test_syntactic_sentences_roles(any_model):
+    data = syntactic_sentences(any_model, 6, seed=2)
+    assert isinstance(data, SyntaxDataset) and len(data) == 6
+    assert_prompt_set(data, any_model, again=syntactic_sentences(any_model, 6, seed=2))
+    positions = data.positions
+    for i, sentence in enumerate(data.prompts):
+        words = ["<bos>"] + sentence.rstrip(".").split(" ")
+        assert data.lengths[i] == len(words) + 1  # + the final "."
+        for role in ("subject", "verb", "object"):
+            position = int(positions[role][i])
+            assert decode(any_model, data.tokens[i, position]).strip() == words[position]
+    assert (positions["subject"] < positions["verb"]).all()
+    assert (positions["verb"] < positions["object"]).all()
+    assert (positions["nearest_noun"] >= positions["subject"]).all()
+    assert (positions["END"] == positions["object"]).all() and decode(any_model, data.answer_ids[0]) == "."
+    assert syntactic_sentences(any_model, 6, seed=3).prompts != data.prompts
+    with pytest.raises(AttributeError, match="use .positions"):
+        data.roles
+
+
+def test_syntactic_sentences_bad_arguments(any_model):
+    with pytest.raises(ValueError, match="n_prompts"):
+        syntactic_sentences(any_model, 0)
+    with pytest.raises(ValueError, match="seed"):
+        syntactic_sentences(any_model, 3, seed=0.5)
