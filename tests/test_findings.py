@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from utils.course import findings as fd
+from utils.course import registry as registry_module
 from utils.course.findings import (
     DataError,
     FindingFailed,
@@ -194,7 +195,7 @@ def test_a_toy_only_finding_is_reported_beside_the_toy_entry(registry, monkeypat
 
 
 def expectation(**rules) -> fd.Expectation:
-    return fd._expectation(rules, "test")
+    return registry_module._expectation(rules, "test")
 
 
 @pytest.mark.parametrize(

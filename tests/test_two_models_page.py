@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from utils.course import findings as fd
+from utils.course import registry as registry_module
 from utils.course.chapters import REPO_ROOT
 from utils.course.taxonomy import HEAD_TYPES
 from utils.course.taxonomy_page import head_type_evidence, render_taxonomy_markdown, strongest_finding
@@ -83,7 +84,7 @@ def test_a_chapter_not_in_the_book_is_named_not_linked(fixture_registries):
 
 
 def finding_with(entry: fd.Finding, evidence: str, value, ci=None, **expect) -> fd.Finding:
-    rules = fd._expectation(expect, "test") if expect else entry.expect
+    rules = registry_module._expectation(expect, "test") if expect else entry.expect
     return replace(entry, evidence=evidence, measured=fd.Measured(value, ci, 16), expect=rules)
 
 
