@@ -13,7 +13,9 @@ from utils.course import findings as fd
 from utils.course import registry as registry_module
 from utils.course.chapters import REPO_ROOT
 from utils.course.taxonomy import HEAD_TYPES
-from utils.course.taxonomy_page import head_type_evidence, render_taxonomy_markdown, strongest_finding
+from utils.course.taxonomy_page import (
+    coverage_counts, head_type_evidence, render_taxonomy_markdown, strongest_finding,
+)
 from utils.course.two_models_page import (
     PAGE_PATH,
     render_two_models_markdown,
@@ -154,6 +156,14 @@ def test_the_strongest_evidence_is_shown(fixture_registries):
 def test_the_taxonomy_page_counts_coverage_from_the_registry(fixture_registries):
     page = render_taxonomy_markdown(registries=fixture_registries)
     assert "So far 3 of the" in page  # name mover, previous-token and correct-letter heads
+    counts = coverage_counts(fixture_registries)
+    assert counts["not yet measured"] == len(HEAD_TYPES) - 3
+    assert sum(counts.values()) == len(HEAD_TYPES)
+    levels = {h: min((strongest_finding(r, h).evidence for r in fixture_registries.values() if not r.is_toy),
+                     key=fd.EVIDENCE_LEVELS.index)
+              for h in ("Name mover head", "Previous head", "Correct letter head")}
+    assert counts["causal"] == sum(level == "causal" for level in levels.values())
+    assert f"Of those, {counts['causal']} have causal evidence on at least one model" in page
     rows = [line for line in page.splitlines() if line.startswith("| **")]
     assert sum("not yet measured" in line for line in rows) == len(HEAD_TYPES) - 3
     row = next(line for line in page.splitlines() if line.startswith("| **Name mover head**"))

@@ -32,7 +32,10 @@ from utils.course.taxonomy import (
     head_types_by_stage,
 )
 
-__all__ = ["render_taxonomy_markdown", "write_taxonomy_page", "strongest_finding", "head_type_evidence"]
+__all__ = [
+    "coverage_counts", "render_taxonomy_markdown", "write_taxonomy_page", "strongest_finding",
+    "head_type_evidence",
+]
 
 
 def _cell(text: str) -> str:
@@ -100,6 +103,26 @@ def head_type_evidence(head_type: str, registries: dict[str, Registry]) -> tuple
     return measured, text
 
 
+def coverage_counts(registries: dict[str, Registry]) -> dict[str, int]:
+    """How many head types stand at each evidence level, for the page's summary.
+
+    A head type measured on every (non-toy) model counts under the strongest level any
+    model gives it (one causal experiment on one model makes it ``"causal"``); a head
+    type not measured on every model counts as ``"not yet measured"``. The toy models do
+    not count.
+    """
+    counts = {level: 0 for level in EVIDENCE_LEVELS}
+    counts["not yet measured"] = 0
+    models = [r for r in registries.values() if not r.is_toy]
+    for head in HEAD_TYPES:
+        entries = [strongest_finding(r, head.name) for r in models]
+        if not models or any(entry is None for entry in entries):
+            counts["not yet measured"] += 1
+            continue
+        counts[min((e.evidence for e in entries), key=EVIDENCE_LEVELS.index)] += 1
+    return counts
+
+
 def _stage_anchor(code: str) -> str:
     """Return the MyST label of a stage's table."""
     return f"taxonomy-{code.lower()}"
@@ -165,6 +188,13 @@ def render_taxonomy_markdown(
     add("")
     n_measured = sum(measured for measured, _ in evidence.values())
     add(f"So far {n_measured} of the {len(HEAD_TYPES)} head types are measured on both models.")
+    counts = coverage_counts(registries)
+    add(
+        f"Of those, {counts['causal']} have causal evidence on at least one model, "
+        f"{counts['score']} rest on scores alone (attention or attribution, no intervention), "
+        f"{counts['not found']} were looked for and not found on either model, and "
+        f"{counts['needs scale']} need a larger model."
+    )
     add("")
     n_heads = len(HEAD_TYPES)
     counts = ", ".join(
