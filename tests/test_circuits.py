@@ -64,3 +64,39 @@ def test_ov_copying_scores_of_random_weights_are_near_chance(gpt2_random):
     scores = ov_copying_scores(gpt2_random, torch.arange(1000, 1040))
     assert scores.shape == (gpt2_random.cfg.n_layers, gpt2_random.cfg.n_heads)
     assert scores.max() < 0.3
+
+
+def test_ov_copying_scores_read_the_embeddings_given():
+    from types import SimpleNamespace
+
+    d_model, n_tokens = 8, 8
+    embeddings = torch.linalg.qr(torch.randn(d_model, d_model, generator=torch.Generator().manual_seed(0)))[0]
+    model = SimpleNamespace(
+        cfg=SimpleNamespace(n_layers=1, n_heads=2, d_model=d_model),
+        W_E=embeddings * d_model**0.5,
+        W_U=embeddings.T.clone(),
+        W_V=torch.eye(d_model).reshape(1, 1, d_model, d_model),
+        W_O=torch.stack([-torch.eye(d_model), torch.eye(d_model)]).unsqueeze(0),
+    )
+    ids = torch.arange(n_tokens)
+    assert ov_copying_scores(model, ids, embeddings=model.W_E).tolist() == [[0.0, 1.0]]
+    # reading the negated embeddings swaps the copier and the anti-copier
+    assert ov_copying_scores(model, ids, embeddings=-model.W_E).tolist() == [[1.0, 0.0]]
+    with pytest.raises(ValueError, match="one row per token id"):
+        ov_copying_scores(model, ids, embeddings=model.W_E[:3])
+
+
+def test_effective_embeddings_are_block_0_outputs(any_model):
+    from utils.attribution.circuits import effective_embeddings
+
+    ids = torch.tensor([1000, 1001, 2345])
+    got = effective_embeddings(any_model, ids, batch_size=2)
+    assert got.shape == (3, any_model.cfg.d_model)
+    bos = any_model.tokenizer.bos_token_id
+    _, cache = any_model.run_with_cache(torch.tensor([[bos, 2345]]))
+    assert torch.allclose(got[2], cache["blocks.0.hook_resid_post"][0, 1], atol=1e-4)
+    assert not torch.allclose(got, any_model.W_E[ids], atol=1e-3)  # block 0 changed them
+    with pytest.raises(ValueError, match="token ids must lie in"):
+        effective_embeddings(any_model, torch.tensor([any_model.cfg.d_vocab]))
+    with pytest.raises(ValueError, match="1-D tensor"):
+        effective_embeddings(any_model, ids[None])

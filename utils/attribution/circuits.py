@@ -97,7 +97,35 @@ def ov_circuit(model: Any, layer: int, head: int) -> Tensor:
     return ov if gain is None else ov * gain.to(ov.device, ov.dtype)
 
 
-def ov_copying_scores(model: Any, token_ids: Tensor) -> Tensor:
+def effective_embeddings(model: Any, token_ids: Tensor, *, batch_size: int = 256) -> Tensor:
+    """Each token's *effective embedding*: the residual stream after block 0 at the token,
+    in the two-token prompt ``[BOS, token]``, ``Tensor[len(token_ids), d_model]``.
+
+    In many models the first MLP acts as an extended embedding, and later heads read what
+    it has made of a token rather than the raw row of ``W_E``; weight-based circuit
+    scores on the raw embedding then miss heads that copy (McDougall et al., copy
+    suppression, use ``W_E`` followed by MLP0 the same way). Block 0's attention
+    here sees only BOS and the token itself.
+    """
+    if not isinstance(token_ids, Tensor) or token_ids.ndim != 1 or token_ids.numel() < 1:
+        raise ValueError("token_ids must be a 1-D tensor of token ids")
+    if int(token_ids.min()) < 0 or int(token_ids.max()) >= model.cfg.d_vocab:
+        raise ValueError(f"token ids must lie in [0, {model.cfg.d_vocab})")
+    bos = model.tokenizer.bos_token_id if model.tokenizer is not None else None
+    if bos is None:
+        raise ValueError("the model's tokenizer has no BOS token to put before each token")
+    name = get_act_name("resid_post", 0)
+    chunks = []
+    with torch.no_grad():
+        for start in range(0, token_ids.numel(), batch_size):
+            ids = token_ids[start : start + batch_size].to(model.W_E.device)
+            prompts = torch.stack([torch.full_like(ids, bos), ids], dim=1)
+            _, cache = model.run_with_cache(prompts, names_filter=name, stop_at_layer=1)
+            chunks.append(cache[name][:, 1])
+    return torch.cat(chunks)
+
+
+def ov_copying_scores(model: Any, token_ids: Tensor, *, embeddings: Tensor | None = None) -> Tensor:
     """How much each head's OV circuit copies tokens, ``Tensor[n_layers, n_heads]``.
 
     For each sampled token ``t``, the head is assumed to attend fully to ``t``: its
@@ -105,11 +133,21 @@ def ov_copying_scores(model: Any, token_ids: Tensor) -> Tensor:
     the sampled tokens. The score is the fraction of tokens whose own logit is the
     largest, so 1 means a perfect copier and ``1 / len(token_ids)`` is chance. A
     post-attention norm's gain is applied (its scale does not change an argmax).
+
+    Args:
+        embeddings: what the head reads for each token, ``(len(token_ids), d_model)``;
+            the raw rows of ``W_E`` by default, or :func:`effective_embeddings`.
     """
     if token_ids.ndim != 1 or token_ids.numel() < 2:
         raise ValueError("token_ids must be a 1-D tensor of at least two token ids")
     n_heads = model.cfg.n_heads
-    embeddings = model.W_E[token_ids]
+    if embeddings is None:
+        embeddings = model.W_E[token_ids]
+    elif embeddings.shape != (token_ids.numel(), model.cfg.d_model):
+        raise ValueError(
+            f"embeddings must have shape ({token_ids.numel()}, {model.cfg.d_model}), "
+            f"one row per token id, got {tuple(embeddings.shape)}"
+        )
     embeddings = embeddings / embeddings.pow(2).mean(-1, keepdim=True).sqrt()
     unembed = model.W_U[:, token_ids]
     own = torch.arange(token_ids.numel(), device=embeddings.device)

@@ -18,6 +18,8 @@ import torch
 from torch import Tensor
 
 from utils.course.checks import Case, Hook, check_against_reference, run_hook
+from utils.course.checks.interpretive import check_prediction
+from utils.interventions.ablation import ablation_values
 from utils.interventions.hooks import replace_heads_hooks
 from utils.attribution.dla import head_direct_logit_attribution
 from utils.scores.patterns import induction_score, previous_token_score
@@ -29,6 +31,8 @@ __all__ = [
     "check_induction_score",
     "check_zero_head_hook",
     "check_head_dla",
+    "LATE_HEADS_OPTIONS",
+    "check_late_heads_prediction",
 ]
 
 
@@ -241,3 +245,52 @@ def check_head_dla(
         exercise="one head's direct logit attribution",
         atol=1e-4,
     )
+
+
+# ---------------------------------------------------------------------------
+# Interpretive exercise: predict what zeroing the late heads does
+# ---------------------------------------------------------------------------
+
+#: The outcomes a learner chooses from, by the ratio ablated / clean logit difference.
+LATE_HEADS_OPTIONS = {
+    "a": "the logit difference hardly moves (it keeps more than 80% of its value)",
+    "b": "it shrinks but keeps its sign: Mary stays ahead of John",
+    "c": "it changes sign: John overtakes Mary",
+}
+
+
+def late_heads_outcome(ratio: float) -> str:
+    """The key of :data:`LATE_HEADS_OPTIONS` that a ratio ablated / clean falls under."""
+    return "a" if ratio > 0.8 else "b" if ratio > 0 else "c"
+
+
+def check_late_heads_prediction(
+    fn: Callable[[], str], model: Any, tokens: Tensor, metric: Callable[[Tensor], float], *, n_late: int = 8
+) -> bool:
+    """Run the experiment the learner predicted (every head of the last ``n_late`` layers
+    zeroed, ``metric`` the logit difference on ``tokens``) and say whether ``fn()``, a key
+    of :data:`LATE_HEADS_OPTIONS`, came true on the loaded model. A wrong prediction is
+    reported, not raised (:func:`utils.course.checks.interpretive.check_prediction`)."""
+    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    if not 1 <= n_late <= n_layers:
+        raise ValueError(f"n_late must be in [1, {n_layers}], got {n_late}")
+    late = [(layer, head) for layer in range(n_layers - n_late, n_layers) for head in range(n_heads)]
+    with torch.no_grad():
+        clean = metric(model(tokens))
+        zeros = ablation_values(model, tokens, "zero")
+        ablated = metric(model.run_with_hooks(tokens, fwd_hooks=replace_heads_hooks(model, late, zeros)))
+    ratio = ablated / clean
+    return check_prediction(
+        fn,
+        LATE_HEADS_OPTIONS,
+        late_heads_outcome(ratio),
+        exercise="zeroing the late heads",
+        explanation=(
+            f"Here the difference goes from {clean:.2f} to {ablated:.2f} ({ratio:.0%} of itself). The "
+            "last layers hold the heads that move a name to the final position (chapter 02), "
+            "but also heads that push the other way, and a head that outputs zeros writes a "
+            "value it never writes on real text, which later layers then read: zeroing many "
+            "heads at once measures all three together. Chapter 11 pulls them apart."
+        ),
+    )
+

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from utils.course.checks import Case, Hook, check_against_reference, run_hook
+from utils.course.checks.interpretive import check_choice
 from utils.interventions.hooks import add_to_residual_hooks, project_out_of_heads_hooks
 from utils.analysis.directions import mean_difference, projection_accuracy
 
@@ -24,6 +25,8 @@ __all__ = [
     "check_projection_accuracy",
     "check_add_direction_hook",
     "check_project_out_of_head",
+    "STEERING_CONTROL_OPTIONS",
+    "check_steering_control",
 ]
 
 
@@ -263,3 +266,43 @@ def check_project_out_of_head(
     check_against_reference(
         fn, reference, cases, exercise="projecting a direction out of a head"
     )
+
+
+# ---------------------------------------------------------------------------
+# Interpretive exercise: the control that makes a steering result mean something
+# ---------------------------------------------------------------------------
+
+#: The experiments a learner chooses from.
+STEERING_CONTROL_OPTIONS = {
+    "a": "add the same direction with a larger alpha, and see the score move further",
+    "b": "add random directions of the same norm at the same layer, and compare their shifts with its shift",
+    "c": "add the direction at another layer, and see the score move there too",
+    "d": "repeat the experiment on twice as many reviews",
+}
+_STEERING_FEEDBACK = {
+    "a": "a dose-response curve shows that the shift grows with the edit, not that it needs this "
+    "direction: any vector pushed harder might move the score further too.",
+    "c": "another layer changes where the vector is added, not what it is; a shift there would "
+    "still not tell the direction's meaning from its size.",
+    "d": "more reviews narrow the interval around the shift, but both explanations predict the "
+    "same shift, so neither gains.",
+}
+
+
+def check_steering_control(fn: Callable[[], str]) -> None:
+    """Check ``fn()``, the key of :data:`STEERING_CONTROL_OPTIONS` naming the experiment
+    that separates "the direction means sentiment" from "any vector of that size moves the
+    score" (:func:`utils.course.checks.interpretive.check_choice`)."""
+    check_choice(
+        fn,
+        STEERING_CONTROL_OPTIONS,
+        "b",
+        exercise="the steering control",
+        explanation=(
+            "random directions of the same norm at the same layer are edits of the same size "
+            "without the meaning; if the sentiment direction moves the score far more than all "
+            "of them, size alone does not explain it. The next cell draws twenty of them."
+        ),
+        feedback=_STEERING_FEEDBACK,
+    )
+

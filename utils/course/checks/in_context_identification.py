@@ -14,12 +14,15 @@ from torch import Tensor
 
 from utils.course.checks import Case, check_against_reference
 from utils.course.checks.background import one_hot_pattern, random_attention_pattern
+from utils.course.checks.interpretive import check_choice
 from utils.analysis.classify import classify_movers
 from utils.core.heads import Head
 from utils.scores.patterns import first_token_score, subword_merge_score
 from utils.scores.retrieval import retrieval_score
 
 __all__ = [
+    "FALSIFIER_OPTIONS",
+    "check_name_mover_falsifier",
     "check_first_token_score",
     "check_retrieval_score",
     "check_subword_merge_score",
@@ -201,3 +204,45 @@ def check_classify_movers(fn: Callable[..., dict[str, list[Head]]]) -> None:
         ),
     ]
     check_against_reference(fn, classify_movers, cases, exercise="classify movers")
+
+
+# ---------------------------------------------------------------------------
+# Interpretive exercise: what would falsify "the name movers are necessary"?
+# ---------------------------------------------------------------------------
+
+#: The results a learner chooses from.
+FALSIFIER_OPTIONS = {
+    "a": "mean-ablating the name movers lowers the logit difference by no more than "
+    "ablating layer-matched random heads typically does",
+    "b": "on some prompts the name movers attend more to S than to IO",
+    "c": "on a few prompts the logit difference rises when the name movers are ablated",
+    "d": "the name movers' direct logit attribution adds up to less than the whole logit difference",
+}
+_FALSIFIER_FEEDBACK = {
+    "b": "attention is not effect. A head can look elsewhere on a few prompts and still carry "
+    "the answer on average; the claim is about what removing the heads does.",
+    "c": "a few prompts going the other way is what noise looks like; the claim is about the "
+    "mean effect, which its confidence interval describes.",
+    "d": "several heads and MLPs share the answer, so no group of heads needs to carry all of "
+    "it; being necessary is not being sufficient.",
+}
+
+
+def check_name_mover_falsifier(fn: Callable[[], str]) -> None:
+    """Check ``fn()``, the key of :data:`FALSIFIER_OPTIONS` naming the result that would
+    falsify "the name movers are necessary for IOI"
+    (:func:`utils.course.checks.interpretive.check_choice`)."""
+    check_choice(
+        fn,
+        FALSIFIER_OPTIONS,
+        "a",
+        exercise="falsifying the name movers",
+        explanation=(
+            "necessary means that removing them costs more than removing any heads would; "
+            "if their ablation falls inside the spread of layer-matched random ablations, "
+            "the claim has nothing to stand on. The next cells run exactly this test (the "
+            "percentile among 20 random draws is the finding 02.ioi.ablation_beats_null)."
+        ),
+        feedback=_FALSIFIER_FEEDBACK,
+    )
+
