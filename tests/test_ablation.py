@@ -8,7 +8,10 @@ from transformer_lens.utilities import get_act_name
 from utils.attribution.dla import logit_difference_direction
 from utils.core.metrics import logit_diff
 from utils.data.ioi import ioi_dataset
-from utils.interventions.ablation import ablation_values, derangement, head_ablation_sweep
+from utils.core.heads import layer_matched_random_heads
+from utils.core.metrics import logit_diffs
+from utils.interventions.ablation import ablate_head_sets, ablation_values, derangement, head_ablation_sweep
+from utils.interventions.engine import cache_run
 from utils.interventions.effects import backup_analysis, head_effects
 from utils.interventions.hooks import replace_heads_hooks
 
@@ -204,3 +207,57 @@ def test_clear_errors(gpt2_random):
         replace_heads_hooks(model, [(0, model.cfg.n_heads)], values)
     with pytest.raises(ValueError, match="one entry per layer"):
         replace_heads_hooks(model, [(0, 0)], values[:1])
+
+
+@pytest.mark.parametrize("last_position_only", [False, True])
+def test_ablate_head_sets_match_plain_hooks(ioi_small, monkeypatch, last_position_only):
+    """Each set resumed from its first layer, several per run, equals a full hooked run."""
+    model, ioi, _ = ioi_small
+    tokens = ioi.tokens
+    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+
+    def metric(logits):
+        return logit_diffs(logits, ioi.answer_ids, ioi.wrong_ids)
+
+    values = ablation_values(model, tokens, "mean")
+    chosen = [(n_layers - 1, 0), (n_layers // 2, 1)]
+    sets = [chosen, [], [(0, n_heads - 1)], [(n_layers - 1, 1)]]
+    sets += [layer_matched_random_heads(model, chosen, seed=seed) for seed in range(3)]
+    run = cache_run(model, tokens, last_position_only=last_position_only)
+    if last_position_only:
+        assert torch.allclose(run.logits, cache_run(model, tokens).logits[:, -1:], atol=1e-4)
+    expected = torch.stack(
+        [metric(model.run_with_hooks(tokens, fwd_hooks=replace_heads_hooks(model, heads, values) if heads else [])) for heads in sets]
+    )
+    result = ablate_head_sets(model, run, sets, values, metric, last_position_only=last_position_only)
+    assert result.shape == (len(sets), tokens.shape[0])
+    assert torch.allclose(result, expected, atol=1e-4)
+    # one copy per resumed run: the same numbers
+    per_item = tokens.shape[0] * (1 if last_position_only else tokens.shape[1]) * model.cfg.d_vocab * 4
+    monkeypatch.setenv("COURSE_LOGITS_BUDGET_MB", str(per_item / 2**20))
+    single = ablate_head_sets(model, run, sets, values, metric, last_position_only=last_position_only)
+    assert torch.allclose(single, expected, atol=1e-4)
+    # at one position per prompt
+    positions = torch.full((tokens.shape[0],), tokens.shape[1] - 1)
+    at_end = ablate_head_sets(model, run, sets[:1], values, metric, positions=positions)
+    plain = metric(model.run_with_hooks(tokens, fwd_hooks=replace_heads_hooks(model, sets[0], values, positions=positions)))
+    assert torch.allclose(at_end[0], plain, atol=1e-4)
+
+
+def test_ablate_head_sets_clear_errors(gpt2_random):
+    model = gpt2_random
+    ioi = ioi_dataset(model, 2, seed=0)
+    values = ablation_values(model, ioi.tokens, "mean")
+    run = cache_run(model, ioi.tokens)
+
+    def metric(logits):
+        return logit_diffs(logits, ioi.answer_ids, ioi.wrong_ids)
+
+    with pytest.raises(TypeError, match="CachedRun"):
+        ablate_head_sets(model, ioi.tokens, [[(0, 0)]], values, metric)
+    with pytest.raises(ValueError, match="non-empty sequence"):
+        ablate_head_sets(model, run, [], values, metric)
+    with pytest.raises(ValueError, match="out of range"):
+        ablate_head_sets(model, run, [[(0, model.cfg.n_heads)]], values, metric)
+    with pytest.raises(ValueError, match="one value per prompt"):
+        ablate_head_sets(model, run, [[(0, 0)]], values, lambda logits: logits[:, -1].sum())

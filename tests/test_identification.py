@@ -181,6 +181,11 @@ def test_attention_rows_match_the_cache(any_model):
     n_layers, n_heads = any_model.cfg.n_layers, any_model.cfg.n_heads
     assert rows.shape == (n_layers, 2, n_heads, 2, tokens.shape[1])
     assert torch.allclose(kept_logits, logits, atol=1e-4)
+    # Unembedding only the last positions: the same logits there, the same rows.
+    last_logits, last_rows = attention_rows(any_model, tokens, query_pos, last_positions=3)
+    assert last_logits.shape == (2, 3, any_model.cfg.d_vocab)
+    assert torch.allclose(last_logits, logits[:, -3:], atol=1e-4)
+    assert torch.allclose(last_rows, rows, atol=1e-6)
     for layer in (0, n_layers - 1):
         full = cache[get_act_name("pattern", layer)]
         assert torch.allclose(rows[layer, 1, :, 0], full[1, :, 5], atol=1e-5)
@@ -209,6 +214,8 @@ def test_attention_rows_bad_input(gpt2_random):
         attention_rows(gpt2_random, tokens, torch.tensor([[99]]))
     with pytest.raises(ValueError, match="batch, pos"):
         attention_rows(gpt2_random, tokens[0], torch.tensor([[1]]))
+    with pytest.raises(ValueError, match="last_positions"):
+        attention_rows(gpt2_random, tokens, torch.tensor([[1]]), last_positions=0)
 
 
 def test_retrieval_scores_bad_input():

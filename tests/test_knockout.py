@@ -80,6 +80,18 @@ def test_prefix_run_matches_a_full_run(any_model):
     assert torch.allclose(run()[:2], any_model(tokens)[:, -2:], atol=1e-4)
 
 
+def test_prefix_run_with_copies_reuses_the_prefix(any_model):
+    tokens = any_model.to_tokens([PROMPT, "The Colosseum is located in the city of"])
+    n_pos = tokens.shape[1]
+    hooks = attention_knockout_hooks(any_model, range(any_model.cfg.n_layers), [1, 2, 3])
+    base = PrefixRun(any_model, tokens, n_pos - 2)
+    repeated = base.with_copies(3)
+    assert repeated.uses_cache == base.uses_cache and repeated.tokens.shape == (6, n_pos)
+    assert torch.allclose(repeated(hooks), PrefixRun(any_model, tokens, n_pos - 2, copies=3)(hooks), atol=1e-5)
+    # the shared prefix is left as it was: the base run still gives the clean logits
+    assert torch.allclose(base(), any_model(tokens)[:, -2:], atol=1e-4)
+
+
 def test_prefix_run_copies_are_variant_major(any_model):
     tokens = any_model.to_tokens([PROMPT, "The Colosseum is located in the city of"])
     variants = Variants(batch=2, n=2)

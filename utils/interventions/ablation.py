@@ -14,13 +14,15 @@ about the prompt at hand:
 :func:`ablation_values` builds the replacement for every layer. The hooks that apply it
 are :func:`utils.interventions.hooks.replace_heads_hooks` (any set of heads, together);
 :func:`head_ablation_sweep` ablates each head on its own, on the fast engine;
-:func:`compare_ablation` compares chosen heads with random sets of as many.
+:func:`compare_ablation` compares chosen heads with random sets of as many;
+:func:`ablate_head_sets` gives a per-prompt metric with each of many sets ablated (a
+head set and its layer-matched null), resuming a cached run at each set's first layer.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import torch
 from torch import Tensor
@@ -28,7 +30,7 @@ from transformer_lens.utilities import get_act_name
 
 from utils.core.heads import Head, check_heads, random_heads
 from utils.core.metrics import Metric, metric_value
-from utils.interventions.engine import cache_run, replace_heads_sweep
+from utils.interventions.engine import CachedRun, cache_run, copy_chunks, replace_heads_sweep, run_from_layer
 from utils.interventions.hooks import replace_heads_hooks
 
 AblationMethod = Literal["zero", "mean", "resample"]
@@ -156,6 +158,78 @@ def head_ablation_sweep(
     return replace_heads_sweep(
         model, run, values, metric, layers=layers, last_position_only=last_position_only
     )
+
+
+def ablate_head_sets(
+    model: Any,
+    run: CachedRun,
+    head_sets: Sequence[Sequence[Head]],
+    values: Sequence[Tensor],
+    metric: Callable[[Tensor], Tensor],
+    *,
+    positions: Tensor | None = None,
+    last_position_only: bool = False,
+) -> Tensor:
+    """A per-prompt ``metric`` with each of ``head_sets`` ablated, one set at a time (the
+    heads of a set together), e.g. chosen heads and their layer-matched random draws.
+
+    Ablating heads of layers ``>= L`` changes nothing before block ``L``, so each set
+    resumes the cached clean run at its first layer (:func:`run_from_layer`); sets that
+    share that layer (layer-matched draws do) run together as stacked copies, in as few
+    resumed runs as the logits budget allows. The same as
+    ``metric(model.run_with_hooks(run.tokens, fwd_hooks=replace_heads_hooks(model, heads,
+    values, positions=positions)))`` per set, up to float rounding.
+
+    Args:
+        run: the clean run, from :func:`utils.interventions.engine.cache_run`.
+        head_sets: the sets to ablate; an empty set gives the clean run's metric.
+        values: one replacement per layer, from :func:`ablation_values`.
+        metric: logits ``(batch, pos, d_vocab)`` -> one value per prompt, ``(batch,)``.
+        positions: replace only at one position per prompt, ``LongTensor[batch]``.
+        last_position_only: unembed only the last position (``metric`` then gets
+            ``(batch, 1, d_vocab)``): much less work on a large vocabulary when the metric
+            reads nothing else.
+
+    Returns:
+        ``Tensor[len(head_sets), batch]``.
+    """
+    if not isinstance(run, CachedRun):
+        raise TypeError(f"run must be a CachedRun from cache_run, got {type(run).__name__}")
+    if isinstance(head_sets, (str, bytes)) or not isinstance(head_sets, Sequence) or not head_sets:
+        raise ValueError("head_sets must be a non-empty sequence of head sets")
+    checked = [check_heads(model, heads) if len(heads) else [] for heads in head_sets]
+    batch = run.batch
+
+    def per_prompt(logits: Tensor) -> Tensor:
+        value = metric(logits)
+        if not isinstance(value, Tensor) or value.shape != (batch,):
+            raise ValueError(
+                f"metric must return one value per prompt, shape ({batch},), got "
+                f"{tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__}"
+            )
+        return value.detach().float().cpu()
+
+    results: list[Tensor | None] = [None] * len(checked)
+    by_first_layer: dict[int, list[int]] = {}
+    for index, heads in enumerate(checked):
+        if heads:
+            by_first_layer.setdefault(min(layer for layer, _ in heads), []).append(index)
+        else:
+            results[index] = per_prompt(run.logits[:, -1:] if last_position_only else run.logits)
+    with torch.no_grad():
+        for layer, indices in sorted(by_first_layer.items()):
+            for chunk in copy_chunks(model, indices, run, last_position_only=last_position_only):
+                hooks = []
+                for copy, index in enumerate(chunk):
+                    rows = torch.arange(copy * batch, (copy + 1) * batch)
+                    hooks += replace_heads_hooks(model, checked[index], values, positions=positions, rows=rows)
+                resid = run.resid_pre[layer].repeat(len(chunk), 1, 1)
+                logits = run_from_layer(
+                    model, run, layer, resid, fwd_hooks=hooks, last_position_only=last_position_only
+                )
+                for index, copy_logits in zip(chunk, logits.split(batch, dim=0)):
+                    results[index] = per_prompt(copy_logits)
+    return torch.stack(results)
 
 
 # ---------------------------------------------------------------------------

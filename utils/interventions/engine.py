@@ -45,8 +45,13 @@ class CachedRun:
         return int(self.tokens.shape[0])
 
 
-def cache_run(model: Any, tokens: Tensor) -> CachedRun:
-    """Run ``tokens`` once and keep what :func:`run_from_layer` needs to resume the run."""
+def cache_run(model: Any, tokens: Tensor, *, last_position_only: bool = False) -> CachedRun:
+    """Run ``tokens`` once and keep what :func:`run_from_layer` needs to resume the run.
+
+    Args:
+        last_position_only: keep (and compute) the logits of the last position only,
+            ``(batch, 1, d_vocab)``, when nothing reads the others (HF's ``logits_to_keep``).
+    """
     n_layers = model.cfg.n_layers
     block_inputs: list[tuple[tuple, dict]] = [((), {})] * n_layers
     handles = []
@@ -65,7 +70,14 @@ def cache_run(model: Any, tokens: Tensor) -> CachedRun:
                 model.blocks[layer].register_forward_pre_hook(make_capture(layer), with_kwargs=True)
             )
         with torch.no_grad():
-            logits, cache = model.run_with_cache(tokens, names_filter=names)
+            if last_position_only:
+                try:
+                    logits, cache = model.run_with_cache(tokens, names_filter=names, logits_to_keep=1)
+                except TypeError:  # a model that does not take logits_to_keep
+                    logits, cache = model.run_with_cache(tokens, names_filter=names)
+                logits = logits[:, -1:]
+            else:
+                logits, cache = model.run_with_cache(tokens, names_filter=names)
     finally:
         for handle in handles:
             handle.remove()

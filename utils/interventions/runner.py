@@ -116,6 +116,24 @@ class Variants:
         return values.reshape(self.n, self.batch, *values.shape[1:])
 
 
+def _prefix_cache(model: Any, tokens: Tensor, prefix_len: int) -> Any:
+    """The keys and values of ``tokens[:, :prefix_len]`` (a ``DynamicCache``), or ``None``
+    if the loaded model cannot run from cached keys and values."""
+    try:
+        from transformers.cache_utils import DynamicCache
+
+        cache = DynamicCache()
+        with torch.no_grad():
+            try:  # the prefix's logits are never read: unembed one position only
+                model(tokens[:, :prefix_len], past_key_values=cache, logits_to_keep=1)
+            except TypeError:
+                cache = DynamicCache()
+                model(tokens[:, :prefix_len], past_key_values=cache)
+        return cache if cache.get_seq_length() == prefix_len else None
+    except (TypeError, ValueError, AttributeError, NotImplementedError, RuntimeError):
+        return None
+
+
 class PrefixRun:
     """Run hooked variants of one batch while computing a shared prefix only once.
 
@@ -140,26 +158,36 @@ class PrefixRun:
             raise ValueError(f"tokens must be (batch, pos), got {getattr(tokens, 'shape', tokens)}")
         if isinstance(prefix_len, bool) or not isinstance(prefix_len, int) or not 1 <= prefix_len < tokens.shape[1]:
             raise ValueError(f"prefix_len must be an int in [1, {tokens.shape[1] - 1}], got {prefix_len!r}")
+        self._setup(model, tokens, prefix_len, copies, _prefix_cache(model, tokens, prefix_len))
+
+    def _setup(self, model: Any, tokens: Tensor, prefix_len: int, copies: int, base: Any) -> None:
         self.variants = Variants(int(tokens.shape[0]), copies)
         self.model, self.prefix_len = model, prefix_len
+        self._prompts, self._prefix_cache = tokens, base
         self.tokens = self.variants.stack(tokens)
-        self._prefix_cache = None
-        try:
-            from transformers.cache_utils import DynamicCache
 
-            cache = DynamicCache()
-            with torch.no_grad():
-                model(tokens[:, :prefix_len], past_key_values=cache)
-            if cache.get_seq_length() == prefix_len:
-                if copies > 1:
-                    # The cache repeats prompt by prompt; reorder it variant-major.
-                    batch = self.variants.batch
-                    cache.batch_repeat_interleave(copies)
-                    order = torch.arange(batch * copies).reshape(batch, copies).T.flatten()
-                    cache.batch_select_indices(order)
-                self._prefix_cache = cache
-        except (TypeError, ValueError, AttributeError, NotImplementedError, RuntimeError):
-            self._prefix_cache = None
+    def _fresh_cache(self) -> Any:
+        """A copy of the prefix's keys and values for one call (a forward pass appends to
+        it), repeated once per copy, variant-major; ``None`` if it cannot be repeated."""
+        cache = copy.deepcopy(self._prefix_cache)
+        copies = self.variants.n
+        if copies > 1:
+            # The cache repeats prompt by prompt; reorder it variant-major.
+            batch = self.variants.batch
+            try:
+                cache.batch_repeat_interleave(copies)
+                order = torch.arange(batch * copies).reshape(batch, copies).T.flatten()
+                cache.batch_select_indices(order)
+            except (TypeError, ValueError, AttributeError, NotImplementedError, RuntimeError):
+                return None
+        return cache
+
+    def with_copies(self, copies: int) -> "PrefixRun":
+        """The same prompts and prefix, run ``copies`` times per call, without computing
+        the prefix again (its keys and values are repeated)."""
+        other = PrefixRun.__new__(PrefixRun)
+        other._setup(self.model, self._prompts, self.prefix_len, copies, self._prefix_cache)
+        return other
 
     @property
     def uses_cache(self) -> bool:
@@ -170,10 +198,10 @@ class PrefixRun:
         """Logits of the positions from ``prefix_len`` on: ``(copies * batch, pos - prefix_len, d_vocab)``;
         with ``last_position_only`` of the last position only, ``(copies * batch, 1, d_vocab)``."""
         with torch.no_grad():
-            if self._prefix_cache is None:
+            cache = None if self._prefix_cache is None else self._fresh_cache()
+            if cache is None:
                 logits = forward_logits(self.model, self.tokens, fwd_hooks, last_position_only=last_position_only)
                 return logits if last_position_only else logits[:, self.prefix_len :]
-            cache = copy.deepcopy(self._prefix_cache)  # a forward pass appends to the cache
             return forward_logits(
                 self.model, self.tokens[:, self.prefix_len :], fwd_hooks,
                 last_position_only=last_position_only, past_key_values=cache,
@@ -227,6 +255,7 @@ def run_variants(
         raise ValueError(f"variants_per_run must be a positive int, got {variants_per_run!r}")
     read = readout if readout is not None else (lambda logits: logits[:, -1])
     result: dict[str, Tensor] = {}
+    prefix = None if prefix_len is None else PrefixRun(model, tokens, prefix_len)  # computed once
     for start in range(0, len(names), size):
         chunk: Sequence[str] = names[start : start + size]
         stacked = Variants(batch, len(chunk))
@@ -236,7 +265,7 @@ def run_variants(
         if prefix_len is None:
             logits = forward_logits(model, stacked.stack(tokens), hooks, last_position_only=last_only)
         else:
-            logits = PrefixRun(model, tokens, prefix_len, copies=len(chunk))(hooks, last_position_only=last_only)
+            logits = prefix.with_copies(len(chunk))(hooks, last_position_only=last_only)
         per_variant = stacked.split(logits)
         for v, name in enumerate(chunk):
             result[name] = read(per_variant[v])

@@ -25,6 +25,7 @@ def attention_rows(
     query_pos: Tensor,
     *,
     fwd_hooks: Sequence[tuple[str, Any]] = (),
+    last_positions: int | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Run the model once and keep each layer's attention from chosen queries only.
 
@@ -35,12 +36,24 @@ def attention_rows(
         tokens: ``(batch, pos)``.
         query_pos: ``LongTensor[batch, n_queries]``.
         fwd_hooks: further hooks (e.g. ablations) to run with.
+        last_positions: unembed only the last this many positions (HF's
+            ``logits_to_keep``), e.g. the answer of a long prompt: on a large vocabulary
+            the unembedding of every position costs more than the blocks. ``None``:
+            every position.
 
     Returns:
-        ``(logits, rows)`` with rows of shape ``(n_layers, batch, n_heads, n_queries, pos)``.
+        ``(logits, rows)`` with rows of shape ``(n_layers, batch, n_heads, n_queries, pos)``
+        and logits of shape ``(batch, pos, d_vocab)`` (``(batch, last_positions,
+        d_vocab)`` with ``last_positions``).
     """
     if not isinstance(tokens, Tensor) or tokens.ndim != 2:
         raise ValueError("tokens must be a (batch, pos) tensor")
+    if last_positions is not None and (
+        isinstance(last_positions, bool)
+        or not isinstance(last_positions, int)
+        or not 1 <= last_positions <= tokens.shape[1]
+    ):
+        raise ValueError(f"last_positions must be None or an int in [1, {tokens.shape[1]}], got {last_positions!r}")
     query_pos = check_positions("query_pos", query_pos, tokens.shape[0], tokens.shape[1])
     if query_pos.ndim != 2:
         raise ValueError(f"query_pos must have shape ({tokens.shape[0]}, n_queries)")
@@ -57,7 +70,16 @@ def attention_rows(
 
     hooks = [(get_act_name("pattern", layer), make(layer)) for layer in range(model.cfg.n_layers)]
     with torch.no_grad():
-        logits = model.run_with_hooks(tokens, fwd_hooks=list(fwd_hooks) + hooks)
+        if last_positions is None:
+            logits = model.run_with_hooks(tokens, fwd_hooks=list(fwd_hooks) + hooks)
+        else:
+            try:
+                logits = model.run_with_hooks(
+                    tokens, fwd_hooks=list(fwd_hooks) + hooks, logits_to_keep=last_positions
+                )
+            except TypeError:  # a model that does not take logits_to_keep
+                logits = model.run_with_hooks(tokens, fwd_hooks=list(fwd_hooks) + hooks)
+            logits = logits[:, -last_positions:]
     return logits, torch.stack([kept[layer] for layer in range(model.cfg.n_layers)])
 
 
