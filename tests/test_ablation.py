@@ -261,3 +261,44 @@ def test_ablate_head_sets_clear_errors(gpt2_random):
         ablate_head_sets(model, run, [[(0, model.cfg.n_heads)]], values, metric)
     with pytest.raises(ValueError, match="one value per prompt"):
         ablate_head_sets(model, run, [[(0, 0)]], values, lambda logits: logits[:, -1].sum())
+def test_ablation_attribution_estimates_the_exact_sweep(ioi_small):
+    from utils.interventions.ablation import ablation_attribution
+
+    model, ioi, metric = ioi_small
+    values = {m: ablation_values(model, ioi.tokens, m, seed=0) for m in ("zero", "mean")}
+    screen = ablation_attribution(model, ioi.tokens, metric, values)
+    clean = float(metric(model(ioi.tokens)))
+    assert abs(float(screen["clean"]) - clean) < 1e-3
+    layer = model.cfg.n_layers - 1  # the last layer: the metric is linear in its z up to the final norm
+    exact = head_ablation_sweep(model, ioi.tokens, metric, values=values["mean"], layers=[layer])[0]
+    assert screen["mean"].shape == (model.cfg.n_layers, model.cfg.n_heads)
+    assert torch.allclose(screen["mean"][layer], exact, atol=0.05 * max(1.0, abs(clean)))
+    with pytest.raises(ValueError, match="clean"):
+        ablation_attribution(model, ioi.tokens, metric, {"clean": values["mean"]})
+    with pytest.raises(ValueError, match="one entry per layer"):
+        ablation_attribution(model, ioi.tokens, metric, {"mean": values["mean"][:1]})
+
+
+def test_compensation_parts_add_up_and_match_backup_analysis(ioi_small):
+    from utils.interventions.effects import compensation_parts, direct_effects
+
+    model, ioi, metric = ioi_small
+    values = ablation_values(model, ioi.tokens, "mean", seed=0)
+    heads = [(model.cfg.n_layers - 1, 0), (0, 1)]
+    parts = compensation_parts(model, ioi.tokens, heads, values, ioi.answer_ids, ioi.wrong_ids)
+    assert parts["residual"].abs().max() < 1e-3
+    assert torch.allclose(parts["total"], parts["ablated"] - parts["clean"])
+    directions = logit_difference_direction(model, ioi.answer_ids, ioi.wrong_ids)
+    backup = backup_analysis(model, ioi.tokens, metric, directions, heads, values, final_norm="frozen")
+    compensation = parts["other_heads"] + parts["mlps"] + parts["norm"]
+    assert abs(float(compensation.mean()) - backup.compensation) < 1e-3
+    _, cache = model.run_with_cache(ioi.tokens)
+    direct = direct_effects(model, cache, [heads, heads[:1]], values, directions)
+    assert direct.shape == (len(ioi.tokens), 2)
+    assert torch.allclose(direct[:, 0], parts["ablated_heads"], atol=1e-3)
+    with pytest.raises(ValueError, match="no heads"):
+        compensation_parts(model, ioi.tokens, [], values, ioi.answer_ids, ioi.wrong_ids)
+    with pytest.raises(ValueError, match="one id per prompt"):
+        compensation_parts(model, ioi.tokens, heads, values, ioi.answer_ids[:1], ioi.wrong_ids)
+    with pytest.raises(ValueError, match="no head sets"):
+        direct_effects(model, cache, [], values, directions)

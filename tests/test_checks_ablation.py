@@ -185,3 +185,36 @@ def test_direct_effect_wrong_solutions_fail(any_model, wrong):
 def test_direct_effect_stub_propagates(gpt2_random):
     with pytest.raises(NotImplementedError):
         check_direct_effect(stub, gpt2_random)
+
+
+def test_falsifier_accepts_the_forbidden_result(capsys):
+    from utils.course.checks.ablation import check_falsifier
+
+    check_falsifier(lambda: "a")
+    check_falsifier(lambda: " A ")
+    assert "falsifier: (a)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("answer", ["b", "c", "d"])
+def test_falsifier_rejects_results_the_claim_allows(answer):
+    from utils.course.checks.ablation import check_falsifier
+
+    with pytest.raises(CheckFailed, match="falsifier"):
+        check_falsifier(lambda: answer)
+
+
+def test_falsifier_rejects_non_answers():
+    from utils.course.checks.ablation import check_falsifier
+
+    for answer in ("e", 1, None):
+        with pytest.raises(CheckFailed, match="one of"):
+            check_falsifier(lambda answer=answer: answer)
+
+
+def test_falsification_verdict():
+    from utils.course.checks.ablation import falsification_verdict
+
+    assert "not falsified" in falsification_verdict(0.5, [0.1, 0.2, 0.6])
+    assert "is falsified" in falsification_verdict(0.5, [0.6, 0.7, 0.1])
+    with pytest.raises(ValueError):
+        falsification_verdict(0.5, [])

@@ -83,3 +83,33 @@ def test_layer_matched_random_heads_leave_a_full_layer_and_reject_bad_heads(any_
     everything = [Head(l, h) for l in range(n_layers) for h in range(n_heads)]
     with pytest.raises(ValueError, match="too few heads"):
         layer_matched_random_heads(any_model, everything[:1], seed=0, exclude=everything[1:])
+
+
+def test_matched_heads_draw_near_scores_outside_the_chosen():
+    from utils.core.heads import matched_heads
+
+    scores = torch.arange(12, dtype=torch.float).reshape(3, 4)  # L2H3 = 11 is the largest
+    chosen = [Head(2, 3), Head(1, 0)]
+    for seed in range(10):
+        drawn = matched_heads(scores, chosen, seed=seed, pool=2)
+        assert len(drawn) == 2 and not set(drawn) & set(chosen)
+        assert drawn == sorted(drawn)
+        # closest to 11 are 10 and 9; closest to 4 are 3 and 5
+        assert set(drawn) <= {Head(2, 2), Head(2, 1), Head(0, 3), Head(1, 1)}
+    assert matched_heads(scores, chosen, seed=3) == matched_heads(scores, chosen, seed=3)
+    assert len({tuple(matched_heads(scores, chosen, seed=s)) for s in range(20)}) > 1
+    assert Head(2, 2) not in matched_heads(scores, [Head(2, 3)], pool=1, exclude=[Head(2, 2)])
+
+
+def test_matched_heads_errors():
+    from utils.core.heads import matched_heads
+
+    scores = torch.zeros(2, 2)
+    with pytest.raises(ValueError, match="scores"):
+        matched_heads(torch.zeros(4), [(0, 0)])
+    with pytest.raises(ValueError, match="pool"):
+        matched_heads(scores, [(0, 0)], pool=0)
+    with pytest.raises(ValueError, match="outside"):
+        matched_heads(scores, [(5, 0)])
+    with pytest.raises(ValueError, match="too few"):
+        matched_heads(scores, [(0, 0), (0, 1), (1, 0)])

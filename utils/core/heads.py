@@ -21,6 +21,7 @@ __all__ = [
     "check_layer",
     "format_heads",
     "layer_matched_random_heads",
+    "matched_heads",
     "random_heads",
     "top_heads",
 ]
@@ -181,3 +182,43 @@ def by_layer(model: Any, heads: Iterable[Head]) -> dict[int, list[int]]:
     for layer, head in check_heads(model, heads):
         grouped[layer].append(head)
     return dict(grouped)
+
+
+def matched_heads(
+    scores: Tensor, heads: Iterable[Head], *, seed: int = 0, pool: int = 4, exclude: Iterable[Head] = ()
+) -> list[Head]:
+    """A control set for ``heads`` matched on ``scores`` (``Tensor[n_layers, n_heads]``,
+    e.g. each head's clean direct logit attribution): for each head, one random head
+    among the ``pool`` other heads whose score is closest to its own, heads of the same
+    layer first among equally close ones, none of them in ``heads``, ``exclude`` or
+    drawn already; seeded by ``random.Random(seed)``, returned sorted.
+
+    Where a layer-matched null (:func:`layer_matched_random_heads`) compares heads with
+    weak ones, this compares them with heads of about the same size of effect: the
+    control for "is this about *these* heads, or about removing that much?".
+
+    Raises:
+        ValueError: ``scores`` is not 2-D, ``pool`` < 1, a head is out of range, or too
+            few heads are left.
+    """
+    if not isinstance(scores, Tensor) or scores.ndim != 2:
+        raise ValueError("scores must be a Tensor[n_layers, n_heads]")
+    if isinstance(pool, bool) or not isinstance(pool, int) or pool < 1:
+        raise ValueError(f"pool must be a positive int, got {pool!r}")
+    n_layers, n_heads = scores.shape
+    heads = [Head(int(l), int(h)) for l, h in heads]
+    for l, h in [*heads, *exclude]:
+        if not (0 <= l < n_layers and 0 <= h < n_heads):
+            raise ValueError(f"head L{l}H{h} is outside the scores' {n_layers} x {n_heads} heads")
+    taken = set(heads) | {Head(int(l), int(h)) for l, h in exclude}
+    if len(taken) + len(heads) > n_layers * n_heads:
+        raise ValueError(f"too few heads left to draw {len(heads)} outside the {len(taken)} taken")
+    rng = random.Random(seed)
+    drawn: list[Head] = []
+    for layer, head in heads:
+        target = float(scores[layer, head])
+        free = [Head(l, h) for l in range(n_layers) for h in range(n_heads) if (l, h) not in taken]
+        free.sort(key=lambda c: (abs(float(scores[c.layer, c.head]) - target), c.layer != layer))
+        drawn.append(rng.choice(free[:pool]))
+        taken.add(drawn[-1])
+    return sorted(drawn)

@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 from transformer_lens.utilities import get_act_name
 
-from utils.attribution.dla import head_direct_logit_attribution
+from utils.attribution.dla import frozen_final_norm, head_direct_logit_attribution, head_writes
 from utils.core.heads import Head, by_layer, check_heads
 from utils.core.hooks import final_resid_name
 from utils.core.metrics import Metric, metric_value
@@ -51,6 +51,8 @@ __all__ = [
     "FinalNorm",
     "HeadEffects",
     "backup_analysis",
+    "compensation_parts",
+    "direct_effects",
     "head_effects",
     "write_change",
     "write_change_names",
@@ -303,3 +305,131 @@ def backup_analysis(
         ablated_cache=runs.total_cache,
         ablated_logits=runs.total_logits[:, -1:],
     )
+
+
+def compensation_parts(
+    model: Any,
+    tokens: Tensor,
+    heads: Iterable[Head],
+    values: Sequence[Tensor],
+    answer_ids: Tensor,
+    wrong_ids: Tensor,
+) -> dict[str, Tensor]:
+    """Per prompt, the change of the logit difference ``logit(answer) - logit(wrong)``
+    at the last position when ``heads`` are replaced by ``values`` together, split into
+    parts that add up to it:
+
+    * ``"ablated_heads"``: the change of the ablated heads' own writes,
+    * ``"other_heads"``: the change of every other head's write,
+    * ``"mlps"``: the change of the MLPs' outputs,
+
+    each read through the final norm frozen at the clean run's scale (direct logit
+    attribution, :func:`utils.attribution.dla.frozen_final_norm`), so that these parts
+    are linear and add up to the frozen-norm change of the final residual stream;
+    ``"norm"``, the actual change minus that frozen-norm change (what the change of the
+    final norm's scale adds); and ``"residual"``, the actual change minus the four parts
+    (embeddings and biases do not change, so only rounding error is left). ``"clean"``,
+    ``"ablated"`` and ``"total"`` (ablated - clean) are the logit differences themselves.
+
+    The sum of ``"other_heads"``, ``"mlps"`` and ``"norm"`` is the *compensation* of
+    :class:`BackupAnalysis` (frozen-norm prediction): what the rest of the model changes.
+    Two forward passes, unembedding the last position only.
+
+    Returns:
+        ``{name: Tensor[batch]}`` for the names above.
+    """
+    heads = check_heads(model, heads)
+    if not heads:
+        raise ValueError("no heads given")
+    if not isinstance(tokens, Tensor) or tokens.ndim != 2:
+        raise ValueError("tokens must be a (batch, pos) tensor of token ids")
+    if answer_ids.shape != (tokens.shape[0],) or wrong_ids.shape != (tokens.shape[0],):
+        raise ValueError(f"answer_ids and wrong_ids need one id per prompt ({tokens.shape[0]})")
+    n_layers = model.cfg.n_layers
+    names = [get_act_name(kind, layer) for kind in ("z", "mlp_out") for layer in range(n_layers)]
+    names += [post_norm_scale_name(layer) for layer in range(n_layers) if post_attention_norm(model, layer) is not None]
+    names += [get_act_name("scale"), final_resid_name(model)]
+    directions = (model.W_U[:, answer_ids] - model.W_U[:, wrong_ids]).T  # (batch, d_model)
+
+    def run(hooks: Sequence[Any]) -> tuple[Tensor, Any]:
+        with torch.no_grad(), model.hooks(fwd_hooks=list(hooks)):
+            try:
+                logits, cache = model.run_with_cache(tokens, names_filter=names, logits_to_keep=1)
+            except TypeError:  # a model that does not take logits_to_keep
+                logits, cache = model.run_with_cache(tokens, names_filter=names)
+        last = logits[:, -1]
+        rows = torch.arange(tokens.shape[0], device=last.device)
+        diff = last[rows, answer_ids.to(last.device)] - last[rows, wrong_ids.to(last.device)]
+        return diff.float().cpu(), cache
+
+    clean, clean_cache = run([])
+    ablated, ablated_cache = run(replace_heads_hooks(model, heads, values))
+    dirs = directions.to(clean_cache[get_act_name("scale")].device)
+    head_change = frozen_final_norm(
+        clean_cache, head_writes(model, ablated_cache, None, directions=dirs)
+        - head_writes(model, clean_cache, None, directions=dirs)
+    ).float().cpu()  # (batch, n_layers, n_heads)
+    chosen = torch.zeros(head_change.shape[1:], dtype=torch.bool)
+    for layer, head in heads:
+        chosen[layer, head] = True
+    mlp_change = torch.stack(
+        [ablated_cache[get_act_name("mlp_out", l)][:, -1] - clean_cache[get_act_name("mlp_out", l)][:, -1]
+         for l in range(n_layers)], dim=1)  # (batch, n_layers, d_model)
+    mlps = frozen_final_norm(clean_cache, mlp_change, directions=dirs).float().cpu().sum(dim=1)
+    final = final_resid_name(model)
+    frozen_total = frozen_final_norm(
+        clean_cache, (ablated_cache[final] - clean_cache[final])[:, -1], directions=dirs
+    ).float().cpu()
+    parts = {
+        "ablated_heads": head_change[:, chosen].sum(dim=1),
+        "other_heads": head_change[:, ~chosen].sum(dim=1),
+        "mlps": mlps,
+        "norm": (ablated - clean) - frozen_total,
+    }
+    total = ablated - clean
+    return {
+        "clean": clean,
+        "ablated": ablated,
+        "total": total,
+        **parts,
+        "residual": total - sum(parts.values()),
+    }
+
+
+def direct_effects(
+    model: Any,
+    clean_cache: Any,
+    head_sets: Sequence[Iterable[Head]],
+    values: Sequence[Tensor],
+    directions: Tensor,
+) -> Tensor:
+    """Per prompt, the direct effect on a logit direction at the last position of
+    replacing each set of heads in ``head_sets`` by ``values``: the change of the
+    heads' writes (:func:`write_change`, post-attention norms frozen) read through the
+    final norm frozen at the clean run's scale, as direct logit attribution reads it.
+    No forward pass: everything comes from ``clean_cache``.
+
+    Args:
+        clean_cache: the clean run's cache with :func:`write_change_names` of the heads'
+            layers and ``ln_final.hook_scale``.
+        head_sets: e.g. ``[[head] for head in heads]`` for one head at a time.
+        directions: ``(batch, d_model)``, e.g. from
+            :func:`utils.attribution.dla.logit_difference_direction`.
+
+    Returns:
+        ``Tensor[batch, len(head_sets)]``.
+    """
+    if not head_sets:
+        raise ValueError("no head sets given")
+    columns = []
+    for heads in head_sets:
+        heads = check_heads(model, heads)
+        new = {}
+        for layer in by_layer(model, heads):
+            name = get_act_name("z", layer)
+            if name not in clean_cache:
+                raise ValueError(f"clean_cache lacks {name}")
+            new[name] = values[layer].to(clean_cache[name].device, clean_cache[name].dtype).expand_as(clean_cache[name])
+        delta = write_change(model, clean_cache, new, heads, final_norm="frozen")[:, -1]
+        columns.append(frozen_final_norm(clean_cache, delta, directions=directions.to(delta.device)).float().cpu())
+    return torch.stack(columns, dim=1)

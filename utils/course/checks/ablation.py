@@ -20,7 +20,7 @@ from torch import Tensor
 
 from utils.interventions.effects import head_effects
 from utils.interventions.ablation import ablation_values, derangement, mean_over_prompts
-from utils.course.checks import Case, Hook, check_against_reference, run_hook
+from utils.course.checks import Case, CheckFailed, Hook, check_against_reference, describe, run_hook
 from utils.data.ioi import ioi_dataset
 from utils.interventions.hooks import replace_heads_hooks
 from utils.core.metrics import logit_diff
@@ -29,6 +29,9 @@ __all__ = [
     "check_mean_ablation_hook",
     "check_derangement",
     "check_direct_effect",
+    "FALSIFIER_CHOICES",
+    "check_falsifier",
+    "falsification_verdict",
 ]
 
 Metric = Callable[[Tensor], Tensor]
@@ -200,4 +203,60 @@ def check_direct_effect(
         exercise="direct effect of an ablation",
         atol=1e-4,
         rtol=1e-3,
+    )
+
+
+# ---------------------------------------------------------------------------
+# Interpretive exercise: what would falsify "the repair is specific"?
+# ---------------------------------------------------------------------------
+
+#: The options of the exercise "What result would falsify the claim?" (chapter 11).
+FALSIFIER_CHOICES = {
+    "a": "control sets with the same direct effect are repaired about as much as the writers",
+    "b": "control sets with the same direct effect are repaired much less than the writers",
+    "c": "the writers' compensation has a bootstrap interval that excludes zero",
+    "d": "zero ablation of the writers gives a different compensation from mean ablation",
+}
+
+
+def check_falsifier(fn: Callable[[], str]) -> None:
+    """Check ``fn() -> key``, the learner's choice among :data:`FALSIFIER_CHOICES` of the
+    result that would falsify "the model repairs the loss of *these* heads, not any loss
+    of that size". The run's answer comes after the control, from
+    :func:`falsification_verdict`.
+    """
+    answer = fn()
+    if not isinstance(answer, str) or answer.strip().lower() not in FALSIFIER_CHOICES:
+        raise CheckFailed(f"falsifier: return one of {sorted(FALSIFIER_CHOICES)}, got {describe(answer)}")
+    key = answer.strip().lower()
+    if key != "a":
+        why = {
+            "b": "that is what the claim predicts, so it supports it",
+            "c": "that shows there is a repair, not that it is specific to these heads",
+            "d": "that is about the replacement, not about which heads were removed",
+        }[key]
+        raise CheckFailed(
+            f"falsifier: ({key}) {FALSIFIER_CHOICES[key]}: {why}. Which result does the claim forbid?"
+        )
+    print(f"\N{CHECK MARK} falsifier: (a) {FALSIFIER_CHOICES['a']} - the claim forbids it; "
+          "the control below shows whether it happens")
+
+
+def falsification_verdict(writers: float, controls: Sequence[float]) -> str:
+    """What the matched control says about the claim of :func:`check_falsifier`.
+
+    Args:
+        writers: the share of their direct effect the model makes up when the writers
+            are ablated.
+        controls: the same share for each matched control set.
+    """
+    controls = [float(c) for c in controls]
+    if not controls:
+        raise ValueError("controls must hold at least one control set's share")
+    as_much = sum(c >= writers for c in controls)
+    verdict = "falsified" if as_much > len(controls) / 2 else "not falsified"
+    return (
+        f"the writers' loss is made up by {writers:.0%}; {as_much} of {len(controls)} matched "
+        f"control sets are repaired as much or more (median {sorted(controls)[len(controls) // 2]:.0%}): "
+        f"the claim is {verdict}"
     )
