@@ -45,8 +45,12 @@ class CachedRun:
         return int(self.tokens.shape[0])
 
 
-def cache_run(model: Any, tokens: Tensor) -> CachedRun:
-    """Run ``tokens`` once and keep what :func:`run_from_layer` needs to resume the run."""
+def cache_run(model: Any, tokens: Tensor, *, last_logits_only: bool = False) -> CachedRun:
+    """Run ``tokens`` once and keep what :func:`run_from_layer` needs to resume the run.
+
+    ``last_logits_only`` keeps the logits of the last position only (``(batch, 1,
+    d_vocab)``): what a last-token metric reads, at a fraction of the memory (a
+    262k-token vocabulary makes full logits large)."""
     n_layers = model.cfg.n_layers
     block_inputs: list[tuple[tuple, dict]] = [((), {})] * n_layers
     handles = []
@@ -71,7 +75,7 @@ def cache_run(model: Any, tokens: Tensor) -> CachedRun:
             handle.remove()
     return CachedRun(
         tokens=tokens,
-        logits=logits,
+        logits=logits[:, -1:].clone() if last_logits_only else logits,
         resid_pre=[cache[get_act_name("resid_pre", layer)] for layer in range(n_layers)],
         z=[cache[get_act_name("z", layer)] for layer in range(n_layers)],
         block_inputs=block_inputs,
