@@ -12,10 +12,13 @@ from torch import Tensor
 from utils.course.checks import CheckFailed
 from utils.course.checks.activation_patching import (
     check_attribution_patching,
+    check_claim_stands,
     check_head_patch_hook,
     check_normalise_patching,
     check_patch_heads,
+    claim_stands,
 )
+from utils.analysis.stats import bootstrap_ci
 from transformer_lens.utilities import get_act_name
 from utils.interventions.patching import (
     attribution_patching_sweep,
@@ -221,3 +224,26 @@ def test_attribution_needs_gradients_switched_on(gpt2_random):
 def test_attribution_stub_propagates(gpt2_random):
     with pytest.raises(NotImplementedError):
         check_attribution_patching(stub, gpt2_random)
+
+
+# --- what would falsify the claim ---------------------------------------------------
+
+
+def test_claim_stands_reference_passes(capsys):
+    check_claim_stands(claim_stands)
+    assert "all 4 cases match" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("wrong", [
+    lambda effects, null, bound: bool(effects.mean() > bound and effects.mean() > null.max()),  # the mean only
+    lambda effects, null, bound: bootstrap_ci(effects)[1] > bound,  # no null
+    lambda effects, null, bound: True,
+])
+def test_claim_stands_catches_wrong_rules(wrong):
+    with pytest.raises(CheckFailed):
+        check_claim_stands(wrong)
+
+
+def test_claim_stands_stub_propagates():
+    with pytest.raises(NotImplementedError):
+        check_claim_stands(stub)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from data_checks import assert_prompt_set
-from utils.data.ioi import IOI_TEMPLATES, IOIDataset, ioi_dataset
+from utils.data.ioi import IOI_TEMPLATES, IOIDataset, ioi_dataset, templates_of_one_length
 from utils.data.tokens import is_single_token
 
 
@@ -45,6 +45,24 @@ def test_ioi_every_template(any_model):
         data = ioi_dataset(any_model, 4, seed=2, template=template)
         assert data.template == template
         assert_prompt_set(data, any_model)
+
+
+def test_ioi_several_templates_share_positions(any_model):
+    templates = templates_of_one_length(any_model)
+    assert len(templates) >= 3 and set(templates) <= set(IOI_TEMPLATES)
+    data = ioi_dataset(any_model, 12, seed=1, templates=templates)
+    assert_prompt_set(data, any_model)
+    assert data.prompt_templates == [templates[(i // 2) % len(templates)] for i in range(12)]
+    assert data.template == templates[0]
+    assert (data.positions["S2"] == data.positions["S2"][0]).all()
+    part = data.subset([0, 5])
+    assert part.prompt_templates == [data.prompt_templates[0], data.prompt_templates[5]]
+    with pytest.raises(ValueError, match="not both"):
+        ioi_dataset(any_model, 4, template=templates[0], templates=templates)
+    with pytest.raises(ValueError, match="empty"):
+        ioi_dataset(any_model, 4, templates=[])
+    with pytest.raises(ValueError, match="share a token length"):
+        templates_of_one_length(any_model, minimum=len(IOI_TEMPLATES) + 1)
 
 
 def test_ioi_rejects_bad_input(any_model):

@@ -11,9 +11,10 @@ from transformer_lens.patching import (
 from transformer_lens.utilities import get_act_name
 
 from utils.data.ioi import ioi_dataset
-from utils.core.metrics import logit_diff
+from utils.core.metrics import logit_diff, logit_diffs
 from utils.interventions.patching import (
     attribution_patching_sweep,
+    head_patching_per_prompt,
     head_patching_sweep,
     head_position_patching_sweep,
     normalise_patching,
@@ -90,6 +91,43 @@ def test_fast_exact_patching_equals_transformer_lens(ioi_small, direction):
             direction=direction, layers=layers, positions=positions, last_position_only=True,
         )
         assert (last_only - naive).abs().max() <= 1e-4
+
+
+@pytest.mark.parametrize("direction", ["denoise", "noise"])
+def test_per_prompt_head_patching_averages_to_the_sweep(any_model, direction):
+    ioi = ioi_dataset(any_model, 4, seed=2)
+    last = any_model.cfg.n_layers - 1
+    heads = [(0, 1), (last, 0), (last, any_model.cfg.n_heads - 1)]
+    sweep = head_patching_sweep(
+        any_model, ioi.tokens, ioi.corrupted_tokens,
+        lambda logits: logit_diff(logits, ioi.answer_ids, ioi.wrong_ids),
+        direction=direction, layers=[0, last],
+    )
+    runs = tuple(cache_run(any_model, t, last_position_only=True) for t in (ioi.tokens, ioi.corrupted_tokens))
+    assert runs[0].logits.shape[1] == 1
+    for shared in (None, runs):
+        per_prompt = head_patching_per_prompt(
+            any_model, ioi.tokens, ioi.corrupted_tokens,
+            lambda logits: logit_diffs(logits, ioi.answer_ids, ioi.wrong_ids), heads,
+            direction=direction, last_position_only=True, runs=shared,
+        )
+        assert per_prompt.shape == (3, 4)
+        expected = torch.stack([sweep[0 if layer == 0 else 1, head] for layer, head in heads])
+        assert (per_prompt.mean(dim=1) - expected).abs().max() <= 1e-4
+
+
+def test_per_prompt_head_patching_rejects_bad_input(gpt2_random):
+    ioi = ioi_dataset(gpt2_random, 2, seed=0)
+    per_prompt = lambda logits: logit_diffs(logits, ioi.answer_ids, ioi.wrong_ids)  # noqa: E731
+    with pytest.raises(ValueError, match="one value per prompt"):
+        head_patching_per_prompt(gpt2_random, ioi.tokens, ioi.corrupted_tokens,
+                                 lambda logits: per_prompt(logits).mean(), [(0, 0)])
+    with pytest.raises(ValueError, match="other tokens"):
+        head_patching_per_prompt(gpt2_random, ioi.tokens, ioi.corrupted_tokens, per_prompt, [(0, 0)],
+                                 runs=(cache_run(gpt2_random, ioi.corrupted_tokens),
+                                       cache_run(gpt2_random, ioi.tokens)))
+    with pytest.raises(ValueError):
+        head_patching_per_prompt(gpt2_random, ioi.tokens, ioi.corrupted_tokens, per_prompt, [(99, 0)])
 
 
 def test_position_specific_patching_matches_hooked_runs(ioi_small):

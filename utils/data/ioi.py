@@ -53,7 +53,8 @@ class IOIDataset(PromptSet):
     ``answer_ids`` are the indirect object (IO), ``wrong_ids`` the subject (S).
     ``positions`` holds ``"IO"``, ``"S1"``, ``"S2"`` and ``"END"`` in the clean prompts
     (BOS counted). ``corrupted_prompts`` / ``corrupted_tokens`` are the ABC versions, of
-    the same token length, position by position.
+    the same token length, position by position. ``prompt_templates`` names each
+    prompt's template; ``template`` is the first (the only one by default).
     """
 
     corrupted_prompts: list[str]
@@ -61,9 +62,12 @@ class IOIDataset(PromptSet):
     io_names: list[str]
     subject_names: list[str]
     template: str
+    prompt_templates: list[str]
     names_kept: int = 0
 
-    PER_PROMPT: ClassVar[tuple[str, ...]] = ("corrupted_prompts", "io_names", "subject_names")
+    PER_PROMPT: ClassVar[tuple[str, ...]] = (
+        "corrupted_prompts", "io_names", "subject_names", "prompt_templates",
+    )
     TOKEN_FIELDS: ClassVar[tuple[str, ...]] = ("corrupted_tokens",)
     RENAMED: ClassVar[dict[str, str]] = {
         "clean_tokens": "tokens",
@@ -99,12 +103,37 @@ def _choose_template(model: Any, templates: Sequence[str]) -> str:
     return max(templates, key=lambda t: (counts[lengths[t]], -templates.index(t)))
 
 
+def _template_length(model: Any, template: str) -> int:
+    return len(encode(model, _fill(template, "X", "Y", "X", "store", "drink")))
+
+
+def templates_of_one_length(model: Any, minimum: int = 3) -> list[str]:
+    """The :data:`IOI_TEMPLATES` that share the most common token length for this
+    tokenizer, in their order: prompts from them batch together, and since every
+    template puts its names after the same number of tokens, the positions of IO, S1,
+    S2 and the end agree across them too (checked by :func:`ioi_dataset`).
+
+    Raises:
+        ValueError: fewer than ``minimum`` templates share one length.
+    """
+    check_count("minimum", minimum)
+    lengths = [_template_length(model, t) for t in IOI_TEMPLATES]
+    common, count = Counter(lengths).most_common(1)[0]
+    if count < minimum:
+        raise ValueError(
+            f"only {count} IOI templates share a token length for this tokenizer "
+            f"(lengths {lengths}); {minimum} were asked for"
+        )
+    return [t for t, n in zip(IOI_TEMPLATES, lengths) if n == common]
+
+
 def ioi_dataset(
     model: Any,
     n_prompts: int = 16,
     *,
     seed: int = 0,
     template: str | None = None,
+    templates: Sequence[str] | None = None,
     names: Sequence[str] | None = None,
 ) -> IOIDataset:
     """Build IOI prompts, half ABBA and half BABA, and ABC-corrupted versions.
@@ -116,12 +145,20 @@ def ioi_dataset(
     Args:
         template: one of :data:`IOI_TEMPLATES` or a string with the same fields; by
             default one template is used so that every prompt has the same length.
+        templates: several templates instead of one (e.g.
+            :func:`templates_of_one_length`): prompt ``i`` uses ``templates[(i // 2) %
+            len(templates)]``, so every template gets ABBA and BABA prompts. They must
+            give prompts of one token length with the names at the same positions;
+            ``prompt_templates`` records each prompt's template and ``template`` is the
+            first one.
         names: names to use (without leading space); each must be one token with its
             leading space. By default :data:`NAMES`, filtered to single tokens.
 
     Raises:
         ValueError: ``n_prompts`` < 1, an unknown template, a name that is several
-            tokens, fewer than 5 distinct names, or no single-token place or object.
+            tokens, fewer than 5 distinct names, no single-token place or object,
+            both ``template`` and ``templates``, or templates whose prompts differ in
+            length or name positions.
     """
     check_count("n_prompts", n_prompts)
     if isinstance(seed, bool) or not isinstance(seed, int):
@@ -140,13 +177,25 @@ def ioi_dataset(
     objects = [o for o in OBJECTS if is_single_token(model, " " + o)]
     if not places or not objects:
         raise ValueError("no single-token place or object for this tokenizer")
-    template = _choose_template(model, IOI_TEMPLATES) if template is None else _check_template(template)
+    if templates is not None:
+        if template is not None:
+            raise ValueError("pass either template or templates, not both")
+        if isinstance(templates, str):
+            raise TypeError("templates must be a list of templates, not one string")
+        chosen = [_check_template(t) for t in templates]
+        if not chosen:
+            raise ValueError("templates is empty")
+    else:
+        chosen = [_choose_template(model, IOI_TEMPLATES) if template is None else _check_template(template)]
     rng = random.Random(seed)
+    used = []
     prompts, corrupted, io_names, s_names = [], [], [], []
     for i in range(n_prompts):
         io, s, c1, c2, c3 = rng.sample(pool, 5)
         place, obj = rng.choice(places), rng.choice(objects)
         first, second = (io, s) if i % 2 == 0 else (s, io)
+        template = chosen[(i // 2) % len(chosen)]
+        used.append(template)
         prompts.append(_fill(template, first, second, s, place, obj))
         corrupted.append(_fill(template, c1, c2, c3, place, obj))
         io_names.append(io)
@@ -154,18 +203,26 @@ def ioi_dataset(
     clean_tokens, corrupted_tokens = tokens_of_equal_length(model, prompts, corrupted)
     correct = torch.tensor([single_token_id(model, " " + n) for n in io_names])
     incorrect = torch.tensor([single_token_id(model, " " + n) for n in s_names])
+    positions = _ioi_positions(clean_tokens, correct, incorrect)
+    if len(chosen) > 1:
+        # ABBA and BABA swap IO and S1, so compare the pair of first-name positions.
+        first_two = torch.stack([positions["IO"], positions["S1"]]).sort(dim=0).values
+        if (first_two != first_two[:, :1]).any() or (positions["S2"] != positions["S2"][0]).any():
+            raise ValueError("these templates put the names at different positions; "
+                             "use templates_of_one_length(model)")
     return IOIDataset(
         prompts=prompts,
         tokens=clean_tokens,
         answer_ids=correct,
         wrong_ids=incorrect,
-        positions=_ioi_positions(clean_tokens, correct, incorrect),
+        positions=positions,
         corrupted_prompts=corrupted,
         corrupted_tokens=corrupted_tokens,
         io_names=io_names,
         subject_names=s_names,
-        template=template,
+        template=chosen[0],
         names_kept=len(pool),
+        prompt_templates=used,
     )
 
 

@@ -18,6 +18,7 @@ from utils.core.heads import Head, check_heads
 from utils.core.metrics import Metric, metric_value
 from utils.core.positions import check_positions
 from utils.interventions.engine import (
+    CachedRun,
     _check_layers,
     _metric_per_copy,
     cache_run,
@@ -172,6 +173,79 @@ def head_position_patching_sweep(
                 )
                 for position, value in zip(chunk, _metric_per_copy(metric, logits, batch)):
                     results[row, position] = value
+    return results
+
+
+def head_patching_per_prompt(
+    model: Any,
+    clean_tokens: Tensor,
+    corrupted_tokens: Tensor,
+    metric: Callable[[Tensor], Tensor],
+    heads: Sequence[Head],
+    *,
+    direction: Direction = "denoise",
+    last_position_only: bool = False,
+    runs: tuple[CachedRun, CachedRun] | None = None,
+) -> Tensor:
+    """Exact patching of each of ``heads`` alone (all positions), one value per prompt.
+
+    Like :func:`head_patching_sweep` restricted to ``heads``, but ``metric`` is a
+    per-prompt metric (logits ``(batch, pos, d_vocab)`` -> ``(batch,)``, e.g. a
+    :func:`utils.core.metrics.logit_diffs` closure), so that the result can carry a
+    bootstrap interval over prompts. The heads of one layer share a batched pass that
+    resumes the cached base run at that layer.
+
+    Args:
+        runs: ``(cache_run(model, clean_tokens), cache_run(model, corrupted_tokens))``,
+            to reuse the two runs over several calls (both directions); by default
+            they are run here.
+
+    Returns:
+        ``Tensor[len(heads), batch]``, the metric of each prompt after patching each head.
+
+    Raises:
+        ValueError: token shapes differ, unknown direction, a head out of range, or a
+            metric that does not return one value per prompt.
+    """
+    base_tokens, source_tokens = _base_and_source(clean_tokens, corrupted_tokens, direction)
+    heads = check_heads(model, heads)
+    if runs is None:
+        runs = (cache_run(model, clean_tokens), cache_run(model, corrupted_tokens))
+    if len(runs) != 2 or not all(isinstance(r, CachedRun) for r in runs):
+        raise TypeError("runs must be (cache_run(clean_tokens), cache_run(corrupted_tokens))")
+    if not (torch.equal(runs[0].tokens, clean_tokens) and torch.equal(runs[1].tokens, corrupted_tokens)):
+        raise ValueError("runs were cached on other tokens than clean_tokens and corrupted_tokens")
+    base, source = runs[::-1] if direction == "denoise" else runs
+    batch = base.batch
+    probe = metric(base.logits[:, -1:] if last_position_only else base.logits)
+    if not isinstance(probe, Tensor) or tuple(probe.shape) != (batch,):
+        raise ValueError(
+            f"metric must return one value per prompt, shape ({batch},), got "
+            f"{tuple(probe.shape) if isinstance(probe, Tensor) else type(probe).__name__}"
+        )
+    results = torch.zeros(len(heads), batch)
+    by_layer_rows: dict[int, list[int]] = {}
+    for row, (layer, _) in enumerate(heads):
+        by_layer_rows.setdefault(layer, []).append(row)
+    with torch.no_grad():
+        for layer, rows in by_layer_rows.items():
+            for chunk in copy_chunks(model, rows, base, last_position_only=last_position_only):
+
+                def patch(z: Tensor, hook: Any, chunk: list[int] = chunk, layer: int = layer) -> Tensor:
+                    z = z.contiguous()  # so that the view below shares z's memory
+                    stacked = z.view(len(chunk), batch, *z.shape[1:])
+                    for copy, row in enumerate(chunk):
+                        head = heads[row].head
+                        stacked[copy][:, :, head] = source.z[layer][:, :, head]
+                    return z
+
+                resid = base.resid_pre[layer].repeat(len(chunk), 1, 1)
+                logits = run_from_layer(
+                    model, base, layer, resid, fwd_hooks=[(get_act_name("z", layer), patch)],
+                    last_position_only=last_position_only,
+                )
+                for copy, row in enumerate(chunk):
+                    results[row] = metric(logits[copy * batch : (copy + 1) * batch]).float().cpu()
     return results
 
 

@@ -19,6 +19,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
+from utils.analysis.stats import bootstrap_ci
 from utils.course.checks import Case, Hook, check_against_reference, run_hook
 from utils.data.ioi import IOIDataset, ioi_dataset
 from utils.core.metrics import logit_diff
@@ -34,6 +35,8 @@ __all__ = [
     "check_head_patch_hook",
     "check_patch_heads",
     "check_attribution_patching",
+    "check_claim_stands",
+    "claim_stands",
 ]
 
 Metric = Callable[[Tensor], Tensor]
@@ -236,3 +239,43 @@ def check_attribution_patching(
     check_against_reference(
         learner, reference, cases, exercise="attribution patching", atol=1e-4, rtol=1e-3
     )
+
+
+# ---------------------------------------------------------------------------
+# Exercise: what would falsify a head-level claim?
+# ---------------------------------------------------------------------------
+
+
+def claim_stands(effects: Tensor, null_effects: Tensor, bound: float) -> bool:
+    """The reference decision rule: the 95% bootstrap interval of the mean held-out
+    effect lies above ``bound`` and above every layer-matched null draw."""
+    _, low, _ = bootstrap_ci(effects)
+    return bool(low > bound and low > float(torch.as_tensor(null_effects).max()))
+
+
+def check_claim_stands(fn: Callable[[Tensor, Tensor, float], bool]) -> None:
+    """Check ``fn(effects, null_effects, bound) -> bool`` against :func:`claim_stands`
+    on synthetic held-out effects: a clear effect, a mean that clears the bound while
+    its interval does not, an interval that clears the bound while a null draw is
+    larger, and an effect that is negative."""
+    generator = torch.Generator().manual_seed(11)
+
+    def effects(mean: float, spread: float, n: int = 32) -> Tensor:
+        return mean + spread * torch.randn(n, generator=generator)
+
+    quiet_null = 0.05 * torch.randn(20, generator=generator)
+    loud_null = torch.cat([quiet_null[:19], torch.tensor([0.9])])
+    cases = [
+        Case("a clear effect, a quiet null", (effects(0.8, 0.2), quiet_null, 0.3)),
+        Case("the mean clears the bound but its interval does not", (effects(0.4, 1.0, n=12), quiet_null, 0.3)),
+        Case("the interval clears the bound, one null draw is larger", (effects(0.8, 0.2), loud_null, 0.3)),
+        Case("a negative effect", (effects(-0.5, 0.2), quiet_null, 0.3)),
+    ]
+
+    def learner(*args: Any) -> Any:
+        answer = fn(*args)
+        if not isinstance(answer, (bool, torch.Tensor)) and answer not in (0, 1):
+            raise TypeError(f"return True or False, got {answer!r}")
+        return bool(answer)
+
+    check_against_reference(learner, claim_stands, cases, exercise="what would falsify the claim")
