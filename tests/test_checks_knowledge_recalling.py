@@ -15,6 +15,7 @@ from utils.course.checks.knowledge_recalling import (
     check_classify_by_source,
     check_head_attribution_by_key,
     check_knockout_hook,
+    check_letter_prediction,
     check_negative_attention_score,
 )
 from utils.attribution.circuits import expand_kv_heads
@@ -260,3 +261,25 @@ def test_knockout_hook_check_rejects_bugs(embedded_model, wrong):
 def test_knockout_hook_check_lets_the_stub_through(fact):
     with pytest.raises(NotImplementedError):
         check_knockout_hook(stub, *fact)
+
+
+# ---------------------------------------------------------------------------
+# the letter prediction
+# ---------------------------------------------------------------------------
+
+
+def test_letter_prediction_check():
+    correct = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
+    last = torch.full_like(correct, 3)
+    assert check_letter_prediction(lambda answer, n: n - 1, last, correct) == 1.0
+    assert check_letter_prediction(lambda answer, n: answer, correct, correct) == 1.0
+    with pytest.raises(CheckFailed, match="matches the head on 25%"):
+        check_letter_prediction(lambda answer, n: answer, last, correct)
+    with pytest.raises(CheckFailed, match="an int in"):
+        check_letter_prediction(lambda answer, n: "D", last, correct)
+    with pytest.raises(CheckFailed, match="an int in"):
+        check_letter_prediction(lambda answer, n: 4, last, correct)
+    with pytest.raises(NotImplementedError):
+        check_letter_prediction(stub, last, correct)
+    with pytest.raises(ValueError, match="same shape"):
+        check_letter_prediction(lambda answer, n: 3, last[:3], correct)

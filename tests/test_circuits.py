@@ -9,6 +9,7 @@ from utils.attribution.circuits import (
     head_weights,
     ov_circuit,
     ov_copying_scores,
+    ov_embedding_lookup,
     qk_circuit,
 )
 
@@ -100,3 +101,36 @@ def test_effective_embeddings_are_block_0_outputs(any_model):
         effective_embeddings(any_model, torch.tensor([any_model.cfg.d_vocab]))
     with pytest.raises(ValueError, match="1-D tensor"):
         effective_embeddings(any_model, ids[None])
+
+
+def test_ov_embedding_lookup_on_planted_weights():
+    """Head 1's OV maps token i onto token (i + 1) % n: a lookup, not a copy."""
+    from types import SimpleNamespace
+
+    d_model = n_tokens = 8
+    embeddings = torch.linalg.qr(torch.randn(d_model, d_model, generator=torch.Generator().manual_seed(1)))[0]
+    shift = torch.roll(torch.eye(d_model), 1, dims=1)  # e_i -> e_{i+1}
+    mapping = embeddings.T @ shift @ embeddings  # in the embedding basis (rows are embeddings)
+    model = SimpleNamespace(
+        cfg=SimpleNamespace(n_layers=1, n_heads=2),
+        W_E=embeddings * d_model**0.5,
+        W_U=embeddings.T.clone(),
+        W_V=torch.eye(d_model).reshape(1, 1, d_model, d_model),
+        W_O=torch.stack([torch.eye(d_model), mapping]).unsqueeze(0),
+    )
+    sources = torch.arange(n_tokens)
+    targets = (sources + 1) % n_tokens
+    assert ov_embedding_lookup(model, sources, targets).tolist() == [[0.0, 1.0]]
+    assert ov_embedding_lookup(model, sources, sources).tolist() == [[1.0, 0.0]]
+    assert torch.equal(ov_embedding_lookup(model, sources, sources), ov_copying_scores(model, sources))
+    with pytest.raises(ValueError, match="distinct"):
+        ov_embedding_lookup(model, sources[:3], torch.tensor([1, 1, 2]))
+    with pytest.raises(ValueError, match="shape"):
+        ov_embedding_lookup(model, sources[:3], sources[:2])
+
+
+def test_ov_embedding_lookup_runs_on_both_architectures(any_model):
+    ids = torch.arange(1000, 1010)
+    scores = ov_embedding_lookup(any_model, ids, ids + 10)
+    assert scores.shape == (any_model.cfg.n_layers, any_model.cfg.n_heads)
+    assert bool(((scores >= 0) & (scores <= 1)).all())

@@ -109,6 +109,19 @@ def test_yes_no_dataset(any_model, unvalidated):
         yes_no_dataset(any_model, few)
 
 
+def test_yes_no_dataset_no_first(any_model, unvalidated):
+    swapped = yes_no_dataset(any_model, unvalidated, n_questions=6, no_first=True)
+    plain = yes_no_dataset(any_model, unvalidated, n_questions=6)
+    assert_prompt_set(swapped, any_model)
+    assert "Answer No or Yes." in swapped.prompts[0].split("\n")[-2]
+    assert bool((swapped.positions["no"] < swapped.positions["yes"]).all())
+    assert torch.equal(swapped.labels, plain.labels) and torch.equal(swapped.answer_ids, plain.answer_ids)
+    rows = torch.arange(len(swapped))
+    assert bool((swapped.tokens[rows, swapped.positions["yes"]] == swapped.yes_id).all())
+    with pytest.raises(TypeError, match="no_first"):
+        yes_no_dataset(any_model, unvalidated, n_questions=6, no_first=1)
+
+
 def test_negative_bias():
     logits = torch.zeros(2, 3, 10)
     logits[0, -1, 4], logits[1, -1, 5] = 2.0, 1.0

@@ -14,7 +14,7 @@ from utils.interventions.hooks import (
     replace_heads_hooks,
 )
 from utils.data.tokens import to_tokens
-from utils.interventions.knockout import knockout_window_scan, layer_windows
+from utils.interventions.knockout import knockout_heads, knockout_window_scan, layer_windows
 from utils.interventions.runner import PrefixRun, Variants, run_variants
 from utils.scores.retrieval import negative_attention_score
 
@@ -275,3 +275,47 @@ def test_run_variants_matches_separate_runs(any_model):
         run_variants(any_model, tokens, {})
     with pytest.raises(ValueError, match="variants_per_run"):
         run_variants(any_model, tokens, {"a": builder([])}, variants_per_run=0)
+
+
+def test_head_specific_knockout_blocks_only_those_heads(any_model):
+    tokens = any_model.to_tokens(PROMPT)
+    with torch.no_grad():
+        _, clean = any_model.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_pattern"))
+    name = get_act_name("pattern", 1)
+    hooks = attention_knockout_hooks(any_model, [1], [1, 2], heads=[0])
+    with torch.no_grad(), any_model.hooks(fwd_hooks=hooks):
+        _, cache = any_model.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_pattern"))
+    blocked = cache[name][0, :, -1]
+    assert blocked[0, [1, 2]].abs().max() == 0
+    assert torch.allclose(blocked[0].sum(), torch.tensor(1.0), atol=1e-5)
+    assert torch.allclose(blocked[1:], clean[name][0, 1:, -1], atol=1e-6)
+    with pytest.raises(ValueError, match="head indices"):
+        attention_knockout_hooks(any_model, [1], [1], heads=[any_model.cfg.n_heads])
+    with pytest.raises(ValueError, match="head indices"):
+        attention_knockout_hooks(any_model, [1], [1], heads=[])
+
+
+def test_knockout_heads_matches_single_runs(any_model):
+    texts = [PROMPT, "The capital of France is"]
+    tokens, lengths = to_tokens(any_model, texts)
+    answers = torch.tensor([100, 200])
+    per_prompt = [[1, 2], [1]]
+    mask = _masks(tokens, per_prompt)
+    sets = {"a": [(0, 0), (1, 1)], "b": [(1, 0)]}
+    result = knockout_heads(any_model, tokens, answers, mask, sets, end_positions=lengths - 1)
+    assert set(result) == {"a", "b"} and result["a"].shape == (2,)
+    for index, (text, answer) in enumerate(zip(texts, answers)):
+        single = any_model.to_tokens(text)
+        clean = any_model(single)[0, -1].softmax(-1)[answer]
+        for name, heads in sets.items():
+            hooks = []
+            for layer, head in heads:
+                hooks += attention_knockout_hooks(any_model, [layer], per_prompt[index], heads=[head])
+            blocked = any_model.run_with_hooks(single, fwd_hooks=hooks)[0, -1].softmax(-1)[answer]
+            assert result[name][index].item() == pytest.approx(float((blocked - clean) / clean), abs=1e-3)
+    with pytest.raises(ValueError, match="head_sets is empty"):
+        knockout_heads(any_model, tokens, answers, mask, {}, end_positions=lengths - 1)
+    with pytest.raises(ValueError, match="not a head"):
+        knockout_heads(any_model, tokens, answers, mask, {"x": [(99, 0)]}, end_positions=lengths - 1)
+    with pytest.raises(ValueError, match="marks no position"):
+        knockout_heads(any_model, tokens, answers, torch.zeros_like(mask), sets, end_positions=lengths - 1)

@@ -74,6 +74,16 @@ def test_attribution_by_source_parts_add_up(any_model):
         _, cache = _cache(any_model, any_model.to_tokens(prompt))
         singles.append(head_direct_logit_attribution(any_model, cache, any_model.W_U[:, [int(answer)]].T))
     assert torch.allclose(parts.total, torch.stack(singles).mean(0), atol=1e-4)
+    # Against a baseline: the attribution to answer - mean(baseline answers) is the raw
+    # attribution minus the mean attribution to the baseline tokens.
+    centred = attribution_by_source(any_model, tokens, answers, subjects, lengths - 1, baseline_ids=answers)
+    to_baseline = [attribution_by_source(any_model, tokens, torch.full_like(answers, int(a)), subjects, lengths - 1)
+                   for a in answers]
+    expected = parts.total - torch.stack([b.total for b in to_baseline]).mean(0)
+    assert torch.allclose(centred.total, expected, atol=1e-4)
+    assert torch.allclose(centred.subject + centred.relation + centred.bos, centred.total, atol=1e-4)
+    with pytest.raises(ValueError, match="baseline_ids"):
+        attribution_by_source(any_model, tokens, answers, subjects, lengths - 1, baseline_ids=answers[None])
 
 
 def test_attribution_by_key_at_per_prompt_positions(any_model):

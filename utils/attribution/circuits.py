@@ -137,20 +137,55 @@ def ov_copying_scores(model: Any, token_ids: Tensor, *, embeddings: Tensor | Non
     Args:
         embeddings: what the head reads for each token, ``(len(token_ids), d_model)``;
             the raw rows of ``W_E`` by default, or :func:`effective_embeddings`.
+
+    It is :func:`ov_embedding_lookup` with each token as its own attribute.
     """
-    if token_ids.ndim != 1 or token_ids.numel() < 2:
+    if not isinstance(token_ids, Tensor) or token_ids.ndim != 1 or token_ids.numel() < 2:
         raise ValueError("token_ids must be a 1-D tensor of at least two token ids")
+    return ov_embedding_lookup(model, token_ids, token_ids, embeddings=embeddings)
+
+
+def ov_embedding_lookup(
+    model: Any, source_ids: Tensor, candidate_ids: Tensor, *, embeddings: Tensor | None = None
+) -> Tensor:
+    """Each head's OV circuit as an associative memory on *raw token embeddings*.
+
+    Source ``i``'s (RMS-normalised) embedding goes through the head's ``W_V W_O`` and
+    the unembedding; the score is the fraction of sources whose own candidate
+    ``candidate_ids[i]`` has the largest logit among all the candidates. Unlike
+    :func:`ov_lookup_accuracy`, which reads the value vector cached at a position (a
+    residual stream that earlier layers may already have filled with the attribute, so
+    that a plain copier passes too), this uses only the weights: a head scores high
+    only if its weights map the key token itself onto its attribute. With
+    ``candidate_ids == source_ids`` it is the copying score.
+
+    Args:
+        source_ids: ``(n,)`` token ids of the keys (e.g. countries).
+        candidate_ids: ``(n,)`` distinct token ids, the attribute of each key.
+        embeddings: what the head reads for each key, ``(n, d_model)``; the raw rows of
+            ``W_E`` by default, or :func:`effective_embeddings` (then the weights are no
+            longer all that is read: block 0 has acted on each key).
+
+    Returns:
+        ``Tensor[n_layers, n_heads]``; chance is ``1 / n``.
+    """
+    if not isinstance(source_ids, Tensor) or source_ids.ndim != 1 or source_ids.numel() < 2:
+        raise ValueError("source_ids must be a 1-D tensor of at least two token ids")
+    if not isinstance(candidate_ids, Tensor) or candidate_ids.shape != source_ids.shape:
+        raise ValueError(f"candidate_ids must be a tensor of shape {tuple(source_ids.shape)}, like source_ids")
+    if candidate_ids.unique().numel() != candidate_ids.numel():
+        raise ValueError("candidate_ids must be distinct: one attribute per key")
     n_heads = model.cfg.n_heads
     if embeddings is None:
-        embeddings = model.W_E[token_ids]
-    elif embeddings.shape != (token_ids.numel(), model.cfg.d_model):
+        embeddings = model.W_E[source_ids.to(model.W_E.device)]
+    elif embeddings.shape != (source_ids.numel(), model.cfg.d_model):
         raise ValueError(
-            f"embeddings must have shape ({token_ids.numel()}, {model.cfg.d_model}), "
+            f"embeddings must have shape ({source_ids.numel()}, {model.cfg.d_model}), "
             f"one row per token id, got {tuple(embeddings.shape)}"
         )
     embeddings = embeddings / embeddings.pow(2).mean(-1, keepdim=True).sqrt()
-    unembed = model.W_U[:, token_ids]
-    own = torch.arange(token_ids.numel(), device=embeddings.device)
+    unembed = model.W_U[:, candidate_ids.to(model.W_U.device)]
+    own = torch.arange(source_ids.numel(), device=embeddings.device)
     scores = torch.zeros(model.cfg.n_layers, n_heads)
     with torch.no_grad():
         for layer in range(model.cfg.n_layers):
@@ -160,7 +195,7 @@ def ov_copying_scores(model: Any, token_ids: Tensor, *, embeddings: Tensor | Non
             gain = post_norm_gain(model, layer)
             if gain is not None:
                 written = written * gain.to(written.device, written.dtype)
-            logits = written @ unembed  # (n_heads, tokens, tokens)
+            logits = written @ unembed  # (n_heads, sources, candidates)
             scores[layer] = (logits.argmax(dim=-1) == own).float().mean(dim=-1).cpu()
     return scores
 

@@ -351,6 +351,8 @@ def attribution_by_source(
     answer_ids: Tensor,
     subject_mask: Tensor,
     end_positions: Tensor,
+    *,
+    baseline_ids: Tensor | None = None,
 ) -> SourceAttribution:
     """Split each head's direct logit attribution to the answer into subject, relation
     and BOS parts, averaged over factual prompts of any lengths.
@@ -367,9 +369,17 @@ def attribution_by_source(
         answer_ids: ``(batch,)`` single-token answers.
         subject_mask: ``BoolTensor[batch, pos]``, true at the subject's tokens.
         end_positions: ``LongTensor[batch]``, the last real token of each prompt.
+        baseline_ids: token ids whose mean unembedding is subtracted from each answer's:
+            the attribution is then to the logit difference answer - baseline (e.g. all
+            the prompts' answers, i.e. logits centred over the candidate answers), so a
+            push that raises every candidate alike (a BOS head's constant vector) does
+            not count. ``None`` attributes the raw answer logit.
     """
     if not isinstance(tokens, Tensor) or tokens.ndim != 2:
         raise ValueError(f"tokens must be a (batch, pos) tensor, got {getattr(tokens, 'shape', tokens)}")
+    if baseline_ids is not None and (not isinstance(baseline_ids, Tensor) or baseline_ids.ndim != 1
+                                     or baseline_ids.numel() == 0):
+        raise ValueError("baseline_ids must be a non-empty 1-D tensor of token ids")
     n_prompts, n_pos = tokens.shape
     if n_prompts == 0:
         raise ValueError("no prompts given")
@@ -391,6 +401,8 @@ def attribution_by_source(
         wanted |= {get_act_name("pattern", layer), get_act_name("v", layer), post_norm_scale_name(layer)}
     _, cache = model.run_with_cache(tokens, names_filter=lambda name: name in wanted)
     directions = model.W_U[:, answer_ids].T
+    if baseline_ids is not None:
+        directions = directions - model.W_U[:, baseline_ids.to(model.W_U.device)].mean(dim=1)[None, :]
     per_key = head_attribution_by_key(model, cache, directions, end).cpu()  # (b, layer, head, key)
     relation = inside & ~subject
 

@@ -38,6 +38,7 @@ CONFLICT_TEMPLATE = "The capital of {country} is {counterfactual}. The capital o
 
 
 YES_NO_QUESTION = "Q: Is {city} the capital of {country}? Answer Yes or No.\nA:"
+YES_NO_QUESTION_NO_FIRST = "Q: Is {city} the capital of {country}? Answer No or Yes.\nA:"
 
 
 MULTIPLE_CHOICE_QUESTION = "Question: What is the capital of {country}?\n{options}Answer:"
@@ -217,7 +218,9 @@ class YesNoDataset(PromptSet):
     RENAMED: ClassVar[dict[str, str]] = {"yes_pos": 'positions["yes"]', "no_pos": 'positions["no"]'}
 
 
-def yes_no_dataset(model: Any, facts: CapitalFacts, *, n_questions: int | None = None, seed: int = 0) -> YesNoDataset:
+def yes_no_dataset(
+    model: Any, facts: CapitalFacts, *, n_questions: int | None = None, seed: int = 0, no_first: bool = False
+) -> YesNoDataset:
     """True and false "Is <city> the capital of <country>?" questions, half of each.
 
     The first two facts serve as the shot examples (one true, one false) and are not
@@ -226,6 +229,9 @@ def yes_no_dataset(model: Any, facts: CapitalFacts, *, n_questions: int | None =
 
     Args:
         n_questions: keep this many countries (2 questions each); default all.
+        no_first: name the options "No or Yes" (in the shots and the question) instead
+            of "Yes or No", so that " Yes" is the later option; with the default order
+            and this one a chapter can counterbalance which option comes last.
 
     Raises:
         ValueError: fewer than 4 facts, ``n_questions`` out of range, or prompts of
@@ -233,11 +239,14 @@ def yes_no_dataset(model: Any, facts: CapitalFacts, *, n_questions: int | None =
     """
     if not isinstance(facts, CapitalFacts):
         raise TypeError(f"facts must be CapitalFacts, got {type(facts).__name__}")
+    if not isinstance(no_first, bool):
+        raise TypeError(f"no_first must be a bool, got {no_first!r}")
+    question = YES_NO_QUESTION_NO_FIRST if no_first else YES_NO_QUESTION
     if len(facts) < 4:
         raise ValueError(f"need at least 4 capital facts (2 for the shots), got {len(facts)}")
     yes_id, no_id = single_token_id(model, " Yes"), single_token_id(model, " No")
-    shot_true = YES_NO_QUESTION.format(city=facts.capitals[0], country=facts.countries[0]) + " Yes\n"
-    shot_false = YES_NO_QUESTION.format(city=facts.capitals[0], country=facts.countries[1]) + " No\n"
+    shot_true = question.format(city=facts.capitals[0], country=facts.countries[0]) + " Yes\n"
+    shot_false = question.format(city=facts.capitals[0], country=facts.countries[1]) + " No\n"
     countries, capitals = facts.countries[2:], facts.capitals[2:]
     if n_questions is not None:
         if isinstance(n_questions, bool) or not isinstance(n_questions, int) or not 1 <= n_questions <= len(countries):
@@ -250,7 +259,7 @@ def yes_no_dataset(model: Any, facts: CapitalFacts, *, n_questions: int | None =
     for i, country in enumerate(countries):
         shots = shot_true + shot_false if i % 2 == 0 else shot_false + shot_true
         for label, city in ((1, capitals[i]), (0, capitals[wrong[i]])):
-            prompts.append(shots + YES_NO_QUESTION.format(city=city, country=country))
+            prompts.append(shots + question.format(city=city, country=country))
             labels.append(label)
     tokens = equal_length_tokens(model, prompts, "yes/no", "use single-token countries and capitals")
     label_tensor = torch.tensor(labels)

@@ -402,16 +402,19 @@ def attention_knockout_hooks(
     *,
     query_pos: int = -1,
     rows: Tensor | Sequence[int] | None = None,
+    heads: Sequence[int] | None = None,
 ) -> HookList:
     """Block the attention edges from ``query_pos`` to ``key_positions`` in ``layers``.
 
     The attention *scores* of those edges are set to ``-inf`` before the softmax, in
-    every head, so each blocked query distributes its attention over the remaining keys
-    (rows stay normalised) - the knockout of Geva et al. (2023).
+    every head (or only in ``heads``), so each blocked query distributes its attention
+    over the remaining keys (rows stay normalised) - the knockout of Geva et al. (2023).
 
     Args:
         key_positions: the key positions to block, the same for every row acted on.
         rows: block only these batch rows; ``None`` blocks every row.
+        heads: query-head indices to block in each of ``layers``; ``None`` blocks all
+            (a head-specific knockout passes one layer and that layer's heads).
     """
     layer_list = sorted({check_layer(model, layer) for layer in layers})
     if not layer_list:
@@ -424,6 +427,13 @@ def attention_knockout_hooks(
     if isinstance(query_pos, bool) or not isinstance(query_pos, int):
         raise TypeError(f"query_pos must be an int, got {query_pos!r}")
     row_index = _check_rows(rows)
+    if heads is None:
+        head_index: list[int] | slice = slice(None)
+    else:
+        head_index = sorted(set(heads))
+        if not head_index or any(isinstance(h, bool) or not isinstance(h, int) or not 0 <= h < model.cfg.n_heads
+                                 for h in head_index):
+            raise ValueError(f"heads must be a non-empty list of head indices in [0, {model.cfg.n_heads}), got {heads!r}")
 
     def hook(scores: Tensor, hook: Any) -> Tensor:
         n_queries, n_keys = scores.shape[-2:]
@@ -440,7 +450,9 @@ def attention_knockout_hooks(
             raise ValueError(f"key positions {bad} are not visible from query position {query}")
         targets = _rows_of(row_index, scores.shape[0], scores.device)
         blocked = scores[targets]
-        blocked[:, :, query - offset, keys] = float("-inf")
+        chosen = blocked[:, head_index]
+        chosen[:, :, query - offset, keys] = float("-inf")
+        blocked[:, head_index] = chosen
         scores[targets] = blocked
         return scores
 

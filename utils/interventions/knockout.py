@@ -130,3 +130,94 @@ def knockout_window_scan(
             for g, name in enumerate(key_groups):
                 result[name][indices] = change[:, g * len(windows):(g + 1) * len(windows)]
     return result
+
+
+def knockout_heads(
+    model: Any,
+    tokens: Tensor,
+    answer_ids: Tensor,
+    key_mask: Tensor,
+    head_sets: Mapping[str, Sequence[tuple[int, int]]],
+    *,
+    end_positions: Tensor | None = None,
+) -> dict[str, Tensor]:
+    """Head-specific attention knockout: the relative change of the answer's probability
+    when only the heads of a set lose their edges from the last position to
+    ``key_mask``'s positions (every other head attends as before), for each set.
+
+    The control for calling heads "subject heads": blocking the subject in the
+    candidate heads should hurt, blocking it in layer-matched random heads
+    (:func:`utils.core.heads.layer_matched_random_heads`) should not. Batched like
+    :func:`knockout_window_scan`: one row per (prompt, set) plus one unblocked row per
+    prompt, prompts grouped by their end, the prefix computed once.
+
+    Args:
+        tokens: ``(batch, pos)``, right-padded where prompts differ in length.
+        answer_ids: ``(batch,)``.
+        key_mask: ``BoolTensor[batch, pos]``, the keys to block in each prompt.
+        head_sets: per name, the ``(layer, head)`` pairs whose edges are blocked.
+        end_positions: ``LongTensor[batch]``, each prompt's last real token; default the
+            last column.
+
+    Returns:
+        ``{name: Tensor[batch]}`` with ``(p_blocked - p_clean) / p_clean``.
+    """
+    if not isinstance(tokens, Tensor) or tokens.ndim != 2:
+        raise ValueError(f"tokens must be a (batch, pos) tensor, got {getattr(tokens, 'shape', tokens)}")
+    n_prompts, n_pos = tokens.shape
+    if n_prompts == 0:
+        raise ValueError("no prompts given")
+    if not isinstance(answer_ids, Tensor) or answer_ids.shape != (n_prompts,):
+        raise ValueError(f"answer_ids must be a tensor of shape ({n_prompts},)")
+    if not isinstance(key_mask, Tensor) or key_mask.dtype != torch.bool or key_mask.shape != tokens.shape:
+        raise ValueError(f"key_mask must be a BoolTensor of shape {tuple(tokens.shape)}, like tokens")
+    if not head_sets:
+        raise ValueError("head_sets is empty")
+    sets: dict[str, dict[int, list[int]]] = {}
+    for name, heads in head_sets.items():
+        heads = list(heads)
+        if not heads:
+            raise ValueError(f"head set {name!r} is empty")
+        per_layer: dict[int, list[int]] = {}
+        for layer, head in heads:
+            if not 0 <= int(layer) < model.cfg.n_layers or not 0 <= int(head) < model.cfg.n_heads:
+                raise ValueError(f"head set {name!r}: ({layer}, {head}) is not a head of this model")
+            per_layer.setdefault(int(layer), []).append(int(head))
+        sets[name] = per_layer
+    if end_positions is None:
+        end_positions = torch.full((n_prompts,), n_pos - 1, dtype=torch.long)
+    end = check_positions("end_positions", end_positions, n_prompts, n_pos)
+    if end.ndim != 1 or bool((end < 1).any()):
+        raise ValueError(f"end_positions must have shape ({n_prompts},) with every end after BOS")
+    keys = [row.nonzero().flatten().tolist() for row in key_mask.cpu()]
+    for i, row in enumerate(keys):
+        if not row:
+            raise ValueError(f"key_mask marks no position in prompt {i}")
+        if max(row) > int(end[i]):
+            raise ValueError(f"key_mask has positions after the end of prompt {i}: not visible from its query")
+    names = list(sets)
+    rows_per_prompt = len(names) + 1
+    result = {name: torch.zeros(n_prompts) for name in names}
+    groups: dict[int, list[int]] = {}
+    for index, last in enumerate(end.tolist()):
+        groups.setdefault(last, []).append(index)
+    per_run = rows_per_run(model, 1, rows_per_item=rows_per_prompt)
+    for last, same_end in groups.items():
+        for start in range(0, len(same_end), per_run):
+            indices = same_end[start : start + per_run]
+            stacked = Variants(len(indices), rows_per_prompt)
+            hooks: HookList = []
+            for slot, index in enumerate(indices):
+                for v, name in enumerate(names):
+                    row = [int(stacked.rows(v)[slot])]
+                    for layer, heads in sets[name].items():
+                        hooks += attention_knockout_hooks(model, [layer], keys[index], rows=row, heads=heads)
+            run = PrefixRun(model, tokens[indices, : last + 1], last, copies=rows_per_prompt)
+            final = run(hooks, last_position_only=True)[:, -1].softmax(dim=-1)
+            answers = stacked.stack(answer_ids[indices]).to(final.device)
+            probabilities = final[torch.arange(final.shape[0], device=final.device), answers]
+            probabilities = stacked.split(probabilities.cpu()).T  # (prompts, variants)
+            change = (probabilities[:, :-1] - probabilities[:, -1:]) / probabilities[:, -1:]
+            for v, name in enumerate(names):
+                result[name][indices] = change[:, v]
+    return result

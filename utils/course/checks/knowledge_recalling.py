@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
-from utils.course.checks import Case, Hook, check_against_reference, run_hook
+from utils.course.checks import Case, CheckFailed, Hook, check_against_reference, run_hook
 from utils.course.checks.background import random_attention_pattern
 from utils.interventions.knockout import attention_knockout_hooks
 from utils.analysis.classify import classify_by_source
@@ -28,6 +28,7 @@ __all__ = [
     "check_classify_by_source",
     "check_head_attribution_by_key",
     "check_knockout_hook",
+    "check_letter_prediction",
 ]
 
 
@@ -263,3 +264,47 @@ def check_knockout_hook(
         exercise="attention-knockout hook",
         atol=1e-4,
     )
+
+
+# ---------------------------------------------------------------------------
+# A prediction: which letter does the single-letter head read?
+# ---------------------------------------------------------------------------
+
+
+def check_letter_prediction(
+    fn: Callable[[int, int], int], favourite: Tensor, correct: Tensor, *, n_options: int = 4,
+    needed: float = 0.75,
+) -> float:
+    """Check ``fn(correct, n_options) -> int``, a learner's *prediction* of the option
+    letter (0 = A) that the single-letter head attends to most on a question whose
+    right answer is letter ``correct``, against what the head did in this run.
+
+    There is no reference function: the prediction is scored on every question of the
+    run, ``favourite[b]`` being the head's most-attended letter and ``correct[b]`` the
+    right one. It passes when it matches the head on at least ``needed`` of them, and
+    returns that share.
+    """
+    if not isinstance(favourite, Tensor) or not isinstance(correct, Tensor) or favourite.shape != correct.shape:
+        raise ValueError("favourite and correct must be tensors of the same shape (one entry per question)")
+    predictions = []
+    for answer in correct.tolist():
+        guess = fn(int(answer), n_options)
+        if isinstance(guess, Tensor) and guess.numel() == 1:
+            guess = int(guess)
+        if isinstance(guess, bool) or not isinstance(guess, int) or not 0 <= guess < n_options:
+            raise CheckFailed(
+                f"letter prediction: for a question whose answer is letter {answer} your function returned "
+                f"{guess!r}; return a letter index, an int in [0, {n_options})"
+            )
+        predictions.append(guess)
+    share = float((torch.tensor(predictions) == favourite.cpu()).float().mean())
+    if share < needed:
+        observed = Counter(favourite.tolist()).most_common(1)[0]
+        raise CheckFailed(
+            f"letter prediction: your prediction matches the head on {share:.0%} of the questions "
+            f"(needed {needed:.0%}). Look again at the bar chart and at the printed lines: which letter "
+            f"did the head prefer, and did its choice change with the right answer? (It chose letter "
+            f"{observed[0]} on {observed[1]} of {len(predictions)} questions.)"
+        )
+    print(f"✓ letter prediction: it matches the single-letter head on {share:.0%} of the questions")
+    return share
