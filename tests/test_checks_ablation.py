@@ -192,7 +192,7 @@ def test_falsifier_accepts_the_forbidden_result(capsys):
 
     check_falsifier(lambda: "a")
     check_falsifier(lambda: " A ")
-    assert "falsifier: (a)" in capsys.readouterr().out
+    assert "falsifier: 'a'" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("answer", ["b", "c", "d"])

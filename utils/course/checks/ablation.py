@@ -20,7 +20,8 @@ from torch import Tensor
 
 from utils.interventions.effects import head_effects
 from utils.interventions.ablation import ablation_values, derangement, mean_over_prompts
-from utils.course.checks import Case, CheckFailed, Hook, check_against_reference, describe, run_hook
+from utils.course.checks.interpretive import check_choice
+from utils.course.checks import Case, Hook, check_against_reference, run_hook
 from utils.data.ioi import ioi_dataset
 from utils.interventions.hooks import replace_heads_hooks
 from utils.core.metrics import logit_diff
@@ -222,24 +223,21 @@ FALSIFIER_CHOICES = {
 def check_falsifier(fn: Callable[[], str]) -> None:
     """Check ``fn() -> key``, the learner's choice among :data:`FALSIFIER_CHOICES` of the
     result that would falsify "the model repairs the loss of *these* heads, not any loss
-    of that size". The run's answer comes after the control, from
-    :func:`falsification_verdict`.
+    of that size" (:func:`utils.course.checks.interpretive.check_choice`). The run's
+    answer comes after the control, from :func:`falsification_verdict`.
     """
-    answer = fn()
-    if not isinstance(answer, str) or answer.strip().lower() not in FALSIFIER_CHOICES:
-        raise CheckFailed(f"falsifier: return one of {sorted(FALSIFIER_CHOICES)}, got {describe(answer)}")
-    key = answer.strip().lower()
-    if key != "a":
-        why = {
-            "b": "that is what the claim predicts, so it supports it",
-            "c": "that shows there is a repair, not that it is specific to these heads",
-            "d": "that is about the replacement, not about which heads were removed",
-        }[key]
-        raise CheckFailed(
-            f"falsifier: ({key}) {FALSIFIER_CHOICES[key]}: {why}. Which result does the claim forbid?"
-        )
-    print(f"\N{CHECK MARK} falsifier: (a) {FALSIFIER_CHOICES['a']} - the claim forbids it; "
-          "the control below shows whether it happens")
+    check_choice(
+        fn,
+        FALSIFIER_CHOICES,
+        "a",
+        exercise="falsifier",
+        explanation="the claim forbids it; the control below shows whether it happens",
+        feedback={
+            "b": "that is what the claim predicts, so it supports it.",
+            "c": "that shows there is a repair, not that it is specific to these heads.",
+            "d": "that is about the replacement, not about which heads were removed.",
+        },
+    )
 
 
 def falsification_verdict(writers: float, controls: Sequence[float]) -> str:
