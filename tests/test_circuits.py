@@ -134,3 +134,14 @@ def test_ov_embedding_lookup_runs_on_both_architectures(any_model):
     scores = ov_embedding_lookup(any_model, ids, ids + 10)
     assert scores.shape == (any_model.cfg.n_layers, any_model.cfg.n_heads)
     assert bool(((scores >= 0) & (scores <= 1)).all())
+
+
+def test_ov_copying_scores_accept_a_sample_with_repeats(any_model):
+    """A random sample of token ids may repeat one (chapter 00 draws 300 at random): the
+    copying score accepts it, while the lookup, which needs one attribute per key, does not."""
+    ids = torch.tensor([1000, 1001, 1000, 1002, 1003])
+    scores = ov_copying_scores(any_model, ids)
+    assert scores.shape == (any_model.cfg.n_layers, any_model.cfg.n_heads)
+    assert bool(((scores >= 0) & (scores <= 1)).all())
+    with pytest.raises(ValueError, match="distinct"):
+        ov_embedding_lookup(any_model, ids, ids)

@@ -142,7 +142,9 @@ def ov_copying_scores(model: Any, token_ids: Tensor, *, embeddings: Tensor | Non
     """
     if not isinstance(token_ids, Tensor) or token_ids.ndim != 1 or token_ids.numel() < 2:
         raise ValueError("token_ids must be a 1-D tensor of at least two token ids")
-    return ov_embedding_lookup(model, token_ids, token_ids, embeddings=embeddings)
+    # duplicates are allowed here (a random sample may repeat a token), as they always
+    # were: a repeated token's candidates tie, and rounding decides which one wins
+    return _ov_lookup_scores(model, token_ids, token_ids, embeddings)
 
 
 def ov_embedding_lookup(
@@ -175,6 +177,11 @@ def ov_embedding_lookup(
         raise ValueError(f"candidate_ids must be a tensor of shape {tuple(source_ids.shape)}, like source_ids")
     if candidate_ids.unique().numel() != candidate_ids.numel():
         raise ValueError("candidate_ids must be distinct: one attribute per key")
+    return _ov_lookup_scores(model, source_ids, candidate_ids, embeddings)
+
+
+def _ov_lookup_scores(model: Any, source_ids: Tensor, candidate_ids: Tensor, embeddings: Tensor | None) -> Tensor:
+    """The computation of :func:`ov_embedding_lookup`, without its input checks."""
     n_heads = model.cfg.n_heads
     if embeddings is None:
         embeddings = model.W_E[source_ids.to(model.W_E.device)]
