@@ -7,7 +7,7 @@ the batching is :class:`utils.interventions.runner.PrefixRun`.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -98,37 +98,24 @@ def knockout_window_scan(
     jobs = [(name, layers) for name in key_groups for layers in windows]
     rows_per_prompt = len(jobs) + 1  # the last row of each prompt is left unblocked
     result = {name: torch.zeros(n_prompts, len(windows)) for name in key_groups}
-    groups: dict[int, list[int]] = {}
-    for index, last in enumerate(end.tolist()):
-        groups.setdefault(last, []).append(index)
-    # Prompts that end at one position run together, as many per forward pass as the
-    # logits budget allows.
-    per_run = rows_per_run(model, 1, rows_per_item=rows_per_prompt)
-    for last, same_end in groups.items():
-        for start in range(0, len(same_end), per_run):
-            indices = same_end[start : start + per_run]
-            # One variant per (group, window), plus a last one left unblocked (the clean
-            # probability); variant v of prompt `slot` is row v * len(indices) + slot.
-            stacked = Variants(len(indices), rows_per_prompt)
-            hooks: HookList = []
-            for slot, index in enumerate(indices):
-                for layer in range(model.cfg.n_layers):
-                    for name in key_groups:
-                        rows = [
-                            int(stacked.rows(job)[slot])
-                            for job, (group, layers) in enumerate(jobs)
-                            if group == name and layer in layers
-                        ]
-                        if rows:
-                            hooks += attention_knockout_hooks(model, [layer], keys[name][index], rows=rows)
-            run = PrefixRun(model, tokens[indices, : last + 1], last, copies=rows_per_prompt)
-            final = run(hooks, last_position_only=True)[:, -1].softmax(dim=-1)  # (rows, d_vocab)
-            answers = stacked.stack(answer_ids[indices]).to(final.device)
-            probabilities = final[torch.arange(final.shape[0], device=final.device), answers]
-            probabilities = stacked.split(probabilities.cpu()).T  # (prompts, variants)
-            change = (probabilities[:, :-1] - probabilities[:, -1:]) / probabilities[:, -1:]
-            for g, name in enumerate(key_groups):
-                result[name][indices] = change[:, g * len(windows):(g + 1) * len(windows)]
+    def build_hooks(indices: list[int], stacked: Variants) -> HookList:
+        # One variant per (group, window), then the unblocked one.
+        hooks: HookList = []
+        for slot, index in enumerate(indices):
+            for layer in range(model.cfg.n_layers):
+                for name in key_groups:
+                    rows = [
+                        int(stacked.rows(job)[slot])
+                        for job, (group, layers) in enumerate(jobs)
+                        if group == name and layer in layers
+                    ]
+                    if rows:
+                        hooks += attention_knockout_hooks(model, [layer], keys[name][index], rows=rows)
+        return hooks
+
+    for indices, change in _answer_changes(model, tokens, answer_ids, end, rows_per_prompt, build_hooks):
+        for g, name in enumerate(key_groups):
+            result[name][indices] = change[:, g * len(windows):(g + 1) * len(windows)]
     return result
 
 
@@ -198,6 +185,38 @@ def knockout_heads(
     names = list(sets)
     rows_per_prompt = len(names) + 1
     result = {name: torch.zeros(n_prompts) for name in names}
+    def build_hooks(indices: list[int], stacked: Variants) -> HookList:
+        hooks: HookList = []
+        for slot, index in enumerate(indices):
+            for v, name in enumerate(names):
+                row = [int(stacked.rows(v)[slot])]
+                for layer, heads in sets[name].items():
+                    hooks += attention_knockout_hooks(model, [layer], keys[index], rows=row, heads=heads)
+        return hooks
+
+    for indices, change in _answer_changes(model, tokens, answer_ids, end, rows_per_prompt, build_hooks):
+        for v, name in enumerate(names):
+            result[name][indices] = change[:, v]
+    return result
+
+
+def _answer_changes(
+    model: Any,
+    tokens: Tensor,
+    answer_ids: Tensor,
+    end: Tensor,
+    rows_per_prompt: int,
+    build_hooks: Callable[[list[int], Variants], HookList],
+) -> Iterator[tuple[list[int], Tensor]]:
+    """Run knockout variants and yield ``(indices, change)`` per batch of prompts.
+
+    Prompts that end at one position run together, as many per forward pass as the logits
+    budget allows, each as ``rows_per_prompt`` stacked copies: the variants whose hooks
+    ``build_hooks(indices, stacked)`` returns (variant ``v`` of prompt ``slot`` is row
+    ``stacked.rows(v)[slot]``), and a last copy left unblocked. ``change`` is
+    ``(len(indices), rows_per_prompt - 1)``: the relative change of the answer's
+    probability at the end position in each variant against the unblocked copy.
+    """
     groups: dict[int, list[int]] = {}
     for index, last in enumerate(end.tolist()):
         groups.setdefault(last, []).append(index)
@@ -206,18 +225,10 @@ def knockout_heads(
         for start in range(0, len(same_end), per_run):
             indices = same_end[start : start + per_run]
             stacked = Variants(len(indices), rows_per_prompt)
-            hooks: HookList = []
-            for slot, index in enumerate(indices):
-                for v, name in enumerate(names):
-                    row = [int(stacked.rows(v)[slot])]
-                    for layer, heads in sets[name].items():
-                        hooks += attention_knockout_hooks(model, [layer], keys[index], rows=row, heads=heads)
+            hooks = build_hooks(indices, stacked)
             run = PrefixRun(model, tokens[indices, : last + 1], last, copies=rows_per_prompt)
-            final = run(hooks, last_position_only=True)[:, -1].softmax(dim=-1)
+            final = run(hooks, last_position_only=True)[:, -1].softmax(dim=-1)  # (rows, d_vocab)
             answers = stacked.stack(answer_ids[indices]).to(final.device)
             probabilities = final[torch.arange(final.shape[0], device=final.device), answers]
             probabilities = stacked.split(probabilities.cpu()).T  # (prompts, variants)
-            change = (probabilities[:, :-1] - probabilities[:, -1:]) / probabilities[:, -1:]
-            for v, name in enumerate(names):
-                result[name][indices] = change[:, v]
-    return result
+            yield indices, (probabilities[:, :-1] - probabilities[:, -1:]) / probabilities[:, -1:]
