@@ -1,8 +1,9 @@
 # Two commands do all set-up on a fresh machine (see README):
 #   make book   build the HTML book, executing every chapter on the embedded model
-#   make test   run the unit tests, the student checks, every chapter once per model
-#               under nbmake, then build the book from those executed chapters and
-#               look at it in Chromium (conftest.py says what runs, in which order)
+#   make test   run the unit tests and the student checks (two workers), then every
+#               chapter once per model under nbmake, then build the book from those
+#               executed chapters and look at it in Chromium (conftest.py says what
+#               runs, in which order)
 # For development:
 #   make test-fast   the tests that execute no notebook (pytest -m "not notebooks")
 #   make benchmark   the timing benchmarks of tests/benchmarks/ (on an idle machine)
@@ -39,8 +40,12 @@ book: setup
 	$(BIN)/jupyter-book build --all --warningiserror --keep-going .
 	@echo "The book is in _build/html/index.html"
 
+# Two stages: what executes no chapter (unit tests, student checks) on two workers of one
+# thread each, which keeps both cores busy on small tensors; then every chapter once per
+# model and the book, in one process with both threads, so each chapter's time is its own.
 test: setup
-	$(BIN)/python -m pytest
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 -m "not chapters and not book"
+	$(BIN)/python -m pytest -m "chapters or book"
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not notebooks"

@@ -22,7 +22,10 @@ lost silently.
 Items are ordered so that the quick tests come first and the book last: unit tests,
 the student checks, the chapters on the embedded model, the chapters on Gemma, the
 book (which reuses the chapters' executed copies). Everything that executes notebook
-cells is marked ``notebooks``: ``pytest -m "not notebooks"`` is the fast tier.
+cells is marked ``notebooks``: ``pytest -m "not notebooks"`` is the fast tier. The
+chapter items are also marked ``chapters``: ``make test`` runs everything else (unit tests,
+student checks) first on two workers of one thread each (pytest-xdist), then the chapters
+and the book in one process, so each chapter is timed alone on the whole machine.
 """
 
 from __future__ import annotations
@@ -128,6 +131,7 @@ class ChapterFile(pytest.File):
         for model in MODELS:
             item = ChapterRun.from_parent(self, name=f"nbmake[{model}]", model=model)
             item.add_marker(pytest.mark.notebooks)
+            item.add_marker(pytest.mark.chapters)
             reason = gemma_skip_reason(self.path.stem) if model == GEMMA else None
             if reason is not None:
                 item.add_marker(pytest.mark.skip(reason=reason))
@@ -135,6 +139,7 @@ class ChapterFile(pytest.File):
         if self.path.stem == UNKNOWN_MODEL_CHAPTER:
             item = ChapterRun.from_parent(self, name=UNKNOWN_MODEL_ITEM, model=GEMMA, unknown=True)
             item.add_marker(pytest.mark.notebooks)
+            item.add_marker(pytest.mark.chapters)
             yield item
 
 
