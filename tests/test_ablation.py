@@ -302,3 +302,66 @@ def test_compensation_parts_add_up_and_match_backup_analysis(ioi_small):
         compensation_parts(model, ioi.tokens, heads, values, ioi.answer_ids[:1], ioi.wrong_ids)
     with pytest.raises(ValueError, match="no head sets"):
         direct_effects(model, cache, [], values, directions)
+
+
+def test_ablation_values_matched_to_groups(ioi_small):
+    model, ioi, _ = ioi_small
+    tokens = ioi.tokens
+    reference = ioi_dataset(model, 4, seed=5).tokens
+    groups = torch.tensor([0, 0, 1, 1])
+    reference_groups = torch.tensor([1, 0, 1, 0])
+    name = get_act_name("z", 0)
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens, names_filter=[name])
+        _, reference_cache = model.run_with_cache(reference, names_filter=[name])
+    z, reference_z = cache[name], reference_cache[name]
+    # mean: position p averaged over the reference prompts of the prompt's own group
+    mean = ablation_values(model, tokens, "mean", reference_tokens=reference,
+                           groups=groups, reference_groups=reference_groups)
+    assert len(mean) == model.cfg.n_layers and mean[0].shape == z.shape
+    for row, group in enumerate(groups.tolist()):
+        assert torch.allclose(mean[0][row], reference_z[reference_groups == group].mean(dim=0))
+    # from the prompts themselves, each group's own mean
+    own = ablation_values(model, tokens, "mean", groups=groups)
+    assert torch.allclose(own[0][0], z[:2].mean(dim=0)) and torch.allclose(own[0][3], z[2:].mean(dim=0))
+    # one group: the same as the pooled mean
+    pooled = ablation_values(model, tokens, "mean")
+    single = ablation_values(model, tokens, "mean", groups=torch.zeros(4, dtype=torch.long))
+    assert torch.allclose(single[0], pooled[0].expand_as(single[0]))
+    # resample from the prompts themselves: another prompt of the same group
+    resample = ablation_values(model, tokens, "resample", groups=groups, seed=3)
+    assert torch.equal(resample[0], z[[1, 0, 3, 2]])
+    # resample from reference prompts: a reference prompt of the same group, each used once
+    drawn = ablation_values(model, tokens, "resample", reference_tokens=reference,
+                            groups=groups, reference_groups=reference_groups, seed=1)
+    sources = []
+    for row, group in enumerate(groups.tolist()):
+        matches = [k for k in range(4) if torch.equal(drawn[0][row], reference_z[k])]
+        assert matches and reference_groups[matches[0]] == group
+        sources.append(matches[0])
+    assert sorted(sources) == [0, 1, 2, 3]
+    # the default is unchanged
+    assert torch.equal(ablation_values(model, tokens, "resample", seed=3)[0],
+                       z[derangement(4, seed=3)])
+
+
+def test_ablation_values_groups_clear_errors(ioi_small):
+    model, ioi, _ = ioi_small
+    tokens = ioi.tokens
+    with pytest.raises(ValueError, match="one per prompt"):
+        ablation_values(model, tokens, "mean", groups=torch.tensor([0, 1, 1]))
+    with pytest.raises(ValueError, match="integer tensor"):
+        ablation_values(model, tokens, "mean", groups=[0, 0, 1, 1])
+    with pytest.raises(ValueError, match="group 2 has no reference prompt"):
+        ablation_values(model, tokens, "mean", reference_tokens=tokens,
+                        groups=torch.tensor([0, 0, 1, 2]), reference_groups=torch.tensor([0, 0, 1, 1]))
+    with pytest.raises(ValueError, match="give reference_groups"):
+        ablation_values(model, tokens, "mean", reference_tokens=tokens, groups=torch.tensor([0, 0, 1, 1]))
+    with pytest.raises(ValueError, match="needs groups"):
+        ablation_values(model, tokens, "mean", reference_groups=torch.tensor([0, 0, 1, 1]))
+    with pytest.raises(ValueError, match="single prompt"):
+        ablation_values(model, tokens, "resample", groups=torch.tensor([0, 0, 0, 1]))
+    with pytest.raises(ValueError, match="as many reference prompts"):
+        ablation_values(model, tokens, "resample", reference_tokens=tokens,
+                        groups=torch.tensor([0, 0, 1, 1]), reference_groups=torch.tensor([0, 0, 0, 1]))
+

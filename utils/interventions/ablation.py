@@ -11,6 +11,11 @@ about the prompt at hand:
   ablated value is one the head really produces (Chan et al., 2022, "causal
   scrubbing"; Heimersheim and Nanda, 2024).
 
+Prompts of several templates of one length share positions but not what stands at
+them: ``groups=`` (e.g. each prompt's template index) matches the replacement to the
+prompt's group, the mean over the reference prompts of the same template, or a
+reference prompt of the same template to resample from.
+
 :func:`ablation_values` builds the replacement for every layer. The hooks that apply it
 are :func:`utils.interventions.hooks.replace_heads_hooks` (any set of heads, together);
 :func:`head_ablation_sweep` ablates each head on its own, on the fast engine;
@@ -67,6 +72,8 @@ def ablation_values(
     reference_tokens: Tensor | None = None,
     seed: int = 0,
     reference_cache: Any | None = None,
+    groups: Tensor | None = None,
+    reference_groups: Tensor | None = None,
 ) -> list[Tensor]:
     """Per layer, what an ablated head's output (``hook_z``) is replaced with.
 
@@ -80,9 +87,28 @@ def ablation_values(
             derangement of the batch).
         reference_cache: a cache of the reference prompts' run that holds every layer's
             ``hook_z``, when the chapter has one already: it saves a forward pass.
+        groups: ``LongTensor[batch]``, one group id per prompt (e.g. its template's
+            index), to match the replacement to the prompt's group: ``"mean"`` then
+            averages position ``p`` over the reference prompts of the prompt's own group
+            only, and ``"resample"`` gives each prompt the activations of a reference
+            prompt of its own group (a seeded derangement within each group when the
+            reference is ``tokens`` itself, a seeded shuffle within each group
+            otherwise). ``None`` (the default) pools every reference prompt.
+        reference_groups: ``LongTensor[n_reference]``, the reference prompts' group ids;
+            required with ``groups`` when ``reference_tokens`` is given (``groups``
+            itself otherwise). Resampling needs as many reference prompts as prompts in
+            every group.
 
     Returns:
-        One tensor per layer, broadcastable to ``(batch, pos, n_heads, d_head)``.
+        One tensor per layer, broadcastable to ``(batch, pos, n_heads, d_head)``; with
+        ``groups``, mean ablation's values hold one row per prompt, ``(batch, pos, ...)``.
+
+    Raises:
+        ValueError: an unknown method, tokens of the wrong shape or length, group ids of
+            the wrong length or type, ``reference_groups`` without ``groups`` (or missing
+            with ``reference_tokens``), a group with no reference prompt, or (resample) a
+            group whose reference prompts are too few or, from ``tokens`` itself, a
+            group of one prompt.
     """
     if method not in ABLATION_METHODS:
         raise ValueError(f"unknown ablation method {method!r}: use one of {ABLATION_METHODS}")
@@ -105,6 +131,9 @@ def ablation_values(
             f"resampling needs as many reference prompts as prompts ({tokens.shape[0]}), "
             f"got {reference.shape[0]}"
         )
+    group_of, reference_group_of = _check_groups(
+        tokens, reference, groups, reference_groups, reference_tokens is None, method
+    )
     names = [get_act_name("z", layer) for layer in range(n_layers)]
     if reference_cache is not None:
         missing = [name for name in names if name not in reference_cache]
@@ -119,12 +148,93 @@ def ablation_values(
                 _, cache = model.run_with_cache(reference, names_filter=names, logits_to_keep=1)
             except TypeError:  # a model that does not take logits_to_keep
                 _, cache = model.run_with_cache(reference, names_filter=names)
+    if group_of is not None:
+        return _grouped_values(cache, names, method, group_of, reference_group_of, reference_tokens is None, seed)
     if method == "mean":
         return [mean_over_prompts(cache[name]) for name in names]
     if reference_tokens is None:
         order = derangement(tokens.shape[0], seed)
     else:
         order = torch.randperm(tokens.shape[0], generator=torch.Generator().manual_seed(seed))
+    return [cache[name][order.to(cache[name].device)] for name in names]
+
+
+def _group_ids(name: str, ids: Any, size: int) -> Tensor:
+    if not isinstance(ids, Tensor) or ids.ndim != 1 or ids.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+        raise ValueError(f"{name} must be a 1-D integer tensor (one group id per prompt), got {ids!r:.80}")
+    if ids.shape[0] != size:
+        raise ValueError(f"{name} holds {ids.shape[0]} group ids for {size} prompts; give one per prompt")
+    return ids.long().cpu()
+
+
+def _check_groups(
+    tokens: Tensor,
+    reference: Tensor,
+    groups: Tensor | None,
+    reference_groups: Tensor | None,
+    from_tokens: bool,
+    method: str,
+) -> tuple[Tensor | None, Tensor | None]:
+    """The prompts' and the reference prompts' group ids, checked (``None, None``
+    without ``groups``)."""
+    if groups is None:
+        if reference_groups is not None:
+            raise ValueError("reference_groups needs groups, the prompts' own group ids")
+        return None, None
+    group_of = _group_ids("groups", groups, tokens.shape[0])
+    if reference_groups is None:
+        if not from_tokens:
+            raise ValueError("with reference_tokens and groups, give reference_groups too (one id per reference prompt)")
+        reference_group_of = group_of
+    else:
+        reference_group_of = _group_ids("reference_groups", reference_groups, reference.shape[0])
+    for group in group_of.unique().tolist():
+        wanted = int((group_of == group).sum())
+        available = int((reference_group_of == group).sum())
+        if available == 0:
+            raise ValueError(f"group {group} has no reference prompt")
+        if method == "resample":
+            if available != wanted:
+                raise ValueError(
+                    f"resampling within groups needs as many reference prompts as prompts in each "
+                    f"group: group {group} has {wanted} prompts and {available} reference prompts"
+                )
+            if from_tokens and wanted < 2:
+                raise ValueError(f"group {group} has a single prompt: it has no other prompt to resample from")
+    return group_of, reference_group_of
+
+
+def _grouped_values(
+    cache: Any,
+    names: Sequence[str],
+    method: str,
+    group_of: Tensor,
+    reference_group_of: Tensor,
+    from_tokens: bool,
+    seed: int,
+) -> list[Tensor]:
+    """Mean or resample values matched to each prompt's group (see :func:`ablation_values`)."""
+    if method == "mean":
+        results = []
+        for name in names:
+            z = cache[name]
+            value = torch.empty((group_of.shape[0],) + tuple(z.shape[1:]), dtype=z.dtype, device=z.device)
+            for group in group_of.unique().tolist():
+                members = (reference_group_of == group).nonzero().flatten().to(z.device)
+                value[(group_of == group).to(z.device)] = z[members].mean(dim=0)
+            results.append(value)
+        return results
+    # resample: prompt i of group g takes from the k-th reference prompt of group g
+    order = torch.empty(group_of.shape[0], dtype=torch.long)
+    generator = torch.Generator().manual_seed(seed)
+    for group in group_of.unique().tolist():
+        prompts = (group_of == group).nonzero().flatten()
+        sources = (reference_group_of == group).nonzero().flatten()
+        if from_tokens:
+            shuffle = derangement(len(prompts), seed + int(group))
+        else:
+            shuffle = torch.randperm(len(sources), generator=generator)
+        order[prompts] = sources[shuffle]
     return [cache[name][order.to(cache[name].device)] for name in names]
 
 
