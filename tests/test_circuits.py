@@ -145,3 +145,85 @@ def test_ov_copying_scores_accept_a_sample_with_repeats(any_model):
     assert bool(((scores >= 0) & (scores <= 1)).all())
     with pytest.raises(ValueError, match="distinct"):
         ov_embedding_lookup(any_model, ids, ids)
+
+
+def _planted_model(d_model: int = 8, seed: int = 0):
+    """One layer, two heads; embeddings orthonormal, W_U their transpose."""
+    from types import SimpleNamespace
+
+    embeddings = torch.linalg.qr(torch.randn(d_model, d_model, generator=torch.Generator().manual_seed(seed)))[0]
+    eye = torch.eye(d_model)
+    return SimpleNamespace(
+        cfg=SimpleNamespace(n_layers=1, n_heads=2, d_model=d_model),
+        W_E=embeddings * d_model**0.5,
+        W_U=embeddings.T.clone(),
+        W_V=eye.reshape(1, 1, d_model, d_model),
+        W_O=torch.stack([-eye, eye]).unsqueeze(0),  # head 0 suppresses, head 1 copies
+        W_Q=torch.stack([eye, eye]).unsqueeze(0),
+        W_K=torch.stack([-eye, eye]).unsqueeze(0),  # head 0 avoids the predicted token, head 1 seeks it
+    )
+
+
+def test_ov_suppression_scores_on_planted_weights():
+    from utils.attribution.circuits import ov_suppression_scores
+
+    model = _planted_model()
+    ids = torch.arange(8)
+    assert ov_suppression_scores(model, ids).tolist() == [[1.0, 0.0]]
+    assert ov_suppression_scores(model, ids, embeddings=-model.W_E).tolist() == [[0.0, 1.0]]
+    per_token = ov_suppression_scores(model, ids, per_token=True)
+    assert per_token.shape == (1, 2, 8) and per_token[0, 0].tolist() == [1.0] * 8
+    with pytest.raises(ValueError, match="distinct"):
+        ov_suppression_scores(model, torch.tensor([1, 1, 2]))
+    with pytest.raises(ValueError, match="at least two"):
+        ov_suppression_scores(model, torch.tensor([3]))
+    with pytest.raises(ValueError, match="one row per token id"):
+        ov_suppression_scores(model, ids, embeddings=model.W_E[:3])
+
+
+def test_qk_prediction_scores_on_planted_weights():
+    from utils.attribution.circuits import qk_prediction_scores
+
+    model = _planted_model()
+    ids = torch.arange(8)
+    # the unembedding of token i is its embedding here: head 1 attends to the predicted token
+    assert qk_prediction_scores(model, ids, model.W_E).tolist() == [[0.0, 1.0]]
+    # a query that predicts token (i + 1) % n finds that key instead
+    shifted = model.W_U[:, (ids + 1) % 8].T
+    assert qk_prediction_scores(model, ids, model.W_E, query_vectors=shifted).tolist() == [[0.0, 0.0]]
+    per_token = qk_prediction_scores(model, ids, model.W_E, per_token=True)
+    assert per_token.shape == (1, 2, 8) and per_token.mean(-1).tolist() == [[0.0, 1.0]]
+    with pytest.raises(ValueError, match="key_embeddings must have shape"):
+        qk_prediction_scores(model, ids, model.W_E[:3])
+    with pytest.raises(ValueError, match="distinct"):
+        qk_prediction_scores(model, torch.tensor([1, 1]), model.W_E[:2])
+
+
+def test_copy_suppression_scores_run_on_both_architectures(any_model):
+    """Shapes and ranges on a real architecture (GPT-2 with biases, SmolLM2 with grouped
+    key/value heads), and the QK score recomputed for one head from the model's own
+    query and key projections of the same normalised inputs."""
+    from utils.attribution.circuits import (
+        effective_embeddings,
+        ov_suppression_scores,
+        qk_prediction_scores,
+    )
+
+    ids = torch.arange(1000, 1012)
+    eff = effective_embeddings(any_model, ids)
+    cfg = any_model.cfg
+    for scores in (ov_suppression_scores(any_model, ids, embeddings=eff), qk_prediction_scores(any_model, ids, eff)):
+        assert scores.shape == (cfg.n_layers, cfg.n_heads)
+        assert bool(((scores >= 0) & (scores <= 1)).all())
+    layer, head = cfg.n_layers - 1, cfg.n_heads - 1
+    weights = head_weights(any_model, layer, head)
+    rms = lambda x: x / (x.pow(2).mean(-1, keepdim=True) + 1e-6).sqrt()
+    q = rms(any_model.W_U[:, ids].T) @ weights["W_Q"]
+    k = rms(eff) @ weights["W_K"]
+    b_Q, b_K = any_model.blocks[layer].attn.b_Q, any_model.blocks[layer].attn.b_K
+    if b_Q is not None:
+        q = q + b_Q[head]
+    if b_K is not None:
+        k = k + expand_kv_heads(b_K, cfg.n_heads, head_dim=0)[head]
+    expected = ((q @ k.T).argmax(-1) == torch.arange(len(ids))).float().mean()
+    assert qk_prediction_scores(any_model, ids, eff)[layer, head] == pytest.approx(float(expected))

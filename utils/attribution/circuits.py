@@ -1,5 +1,6 @@
-"""Circuits read from the weights: QK and OV matrices per head, OV copying scores and
-an OV associative-lookup test.
+"""Circuits read from the weights: QK and OV matrices per head, OV copying scores, an
+OV associative-lookup test, and the two weight-based tests of copy suppression
+(:func:`ov_suppression_scores`, :func:`qk_prediction_scores`).
 
 **What a weight-only circuit freezes** (see :mod:`utils.core.norms`):
 
@@ -26,7 +27,7 @@ from transformer_lens.utilities import get_act_name
 from utils.core.cache import take_positions
 from utils.core.heads import check_heads
 from utils.core.models import attention_weight
-from utils.core.norms import norm_gain, post_norm_gain, qk_norm_note, qk_norms, warn_qk_norm
+from utils.core.norms import _norm_eps, norm_gain, post_norm_gain, qk_norm_note, qk_norms, warn_qk_norm
 from utils.core.positions import check_positions
 
 
@@ -180,8 +181,130 @@ def ov_embedding_lookup(
     return _ov_lookup_scores(model, source_ids, candidate_ids, embeddings)
 
 
-def _ov_lookup_scores(model: Any, source_ids: Tensor, candidate_ids: Tensor, embeddings: Tensor | None) -> Tensor:
-    """The computation of :func:`ov_embedding_lookup`, without its input checks."""
+def ov_suppression_scores(
+    model: Any, token_ids: Tensor, *, embeddings: Tensor | None = None, per_token: bool = False
+) -> Tensor:
+    """How much each head's OV circuit *suppresses* the token it reads, the mirror of
+    :func:`ov_copying_scores`: ``Tensor[n_layers, n_heads]``.
+
+    For each token ``t`` the head is assumed to attend fully to ``t``: its (normalised)
+    embedding goes through ``W_V W_O`` and the unembedding, restricted to the tokens
+    given (the diagonal of ``E W_V W_O W_U`` against its row). The score is the fraction
+    of tokens whose *own* logit is the *lowest* of the row: 1 means the head lowers
+    exactly the token it reads (the OV half of copy suppression, McDougall et al.
+    2023), ``1 / len(token_ids)`` is chance. A post-attention norm's gain is applied
+    (its scale is positive and does not change an argmin).
+
+    Args:
+        token_ids: ``(n,)`` distinct token ids, ``n >= 2``.
+        embeddings: what the head reads for each token, ``(n, d_model)``; the raw rows
+            of ``W_E`` by default, or :func:`effective_embeddings`.
+        per_token: return ``Tensor[n_layers, n_heads, n]``, 1 where token ``i``'s own
+            logit is the lowest (the per-token values whose mean is the score), for a
+            bootstrap over tokens.
+    """
+    if not isinstance(token_ids, Tensor) or token_ids.ndim != 1 or token_ids.numel() < 2:
+        raise ValueError("token_ids must be a 1-D tensor of at least two token ids")
+    if token_ids.unique().numel() != token_ids.numel():
+        raise ValueError("token_ids must be distinct: a repeated token ties with itself")
+    hits = _ov_lookup_scores(model, token_ids, token_ids, embeddings, lowest=True, per_token=True)
+    return hits if per_token else hits.mean(dim=-1)
+
+
+def _rms_normalise(values: Tensor, eps: float = 1e-6) -> Tensor:
+    return values / (values.pow(2).mean(-1, keepdim=True) + eps).sqrt()
+
+
+def qk_prediction_scores(
+    model: Any,
+    token_ids: Tensor,
+    key_embeddings: Tensor,
+    *,
+    query_vectors: Tensor | None = None,
+    per_token: bool = False,
+) -> Tensor:
+    """Whether each head's QK circuit attends to a token *because that token is predicted*
+    at the query (the QK half of copy suppression, McDougall et al. 2023):
+    ``Tensor[n_layers, n_heads]``.
+
+    Query ``i`` is the unembedding of token ``i``, ``W_U[:, token_ids[i]]`` (what the
+    residual stream holds where the model predicts that token), key ``j`` is what a
+    head reads at token ``j``, usually its :func:`effective_embeddings`. Both are
+    RMS-normalised, as the attention layer's input norm does (its gain is folded into
+    ``W_Q``, ``W_K``), and projected by the head's ``W_Q`` and ``W_K`` with their biases.
+    The score is the fraction of queries whose own token gets the largest attention
+    score among the keys: 1 means the head always looks for the token that is
+    predicted, ``1 / len(token_ids)`` is chance.
+
+    On a model with QK norms (Gemma 3, ...) each query and key is RMS-normalised per
+    head and multiplied by the norms' gains, exactly as the model does on these
+    inputs; what the score leaves out on every rotary model is the rotation (it
+    compares a query and a key as if at the same position) and, everywhere, the rest
+    of the residual stream at real positions (a query holds more than one predicted
+    token; a key position holds more than its token's block-0 output).
+
+    Args:
+        token_ids: ``(n,)`` distinct token ids, ``n >= 2``.
+        key_embeddings: ``(n, d_model)``, the key side for each token.
+        query_vectors: ``(n, d_model)``, the query side; the unembedding columns of
+            ``token_ids`` by default.
+        per_token: return ``Tensor[n_layers, n_heads, n]``, 1 where query ``i``'s own
+            key wins (the per-token values whose mean is the score).
+    """
+    if not isinstance(token_ids, Tensor) or token_ids.ndim != 1 or token_ids.numel() < 2:
+        raise ValueError("token_ids must be a 1-D tensor of at least two token ids")
+    if token_ids.unique().numel() != token_ids.numel():
+        raise ValueError("token_ids must be distinct: one key per query")
+    n, d_model = token_ids.numel(), model.cfg.d_model
+    for label, given in (("key_embeddings", key_embeddings), ("query_vectors", query_vectors)):
+        if given is not None and (not isinstance(given, Tensor) or given.shape != (n, d_model)):
+            raise ValueError(
+                f"{label} must have shape ({n}, {d_model}), one row per token id, "
+                f"got {tuple(getattr(given, 'shape', ()))}"
+            )
+    if query_vectors is None:
+        query_vectors = model.W_U[:, token_ids.to(model.W_U.device)].T
+    queries_in = _rms_normalise(query_vectors.float())
+    keys_in = _rms_normalise(key_embeddings.float().to(queries_in.device))
+    n_heads = model.cfg.n_heads
+    own = torch.arange(n)
+    hits = torch.zeros(model.cfg.n_layers, n_heads, n)
+    with torch.no_grad():
+        for layer in range(model.cfg.n_layers):
+            W_Q = attention_weight(model, "W_Q", layer)  # (heads, d_model, d_head)
+            W_K = expand_kv_heads(attention_weight(model, "W_K", layer), n_heads, head_dim=0)
+            q = torch.einsum("tm,hmd->htd", queries_in, W_Q.float())
+            k = torch.einsum("tm,hmd->htd", keys_in, W_K.float())
+            for name, side in (("b_Q", "q"), ("b_K", "k")):
+                bias = attention_weight(model, name, layer)
+                if bias is not None:
+                    if bias.shape[0] != n_heads:
+                        bias = expand_kv_heads(bias, n_heads, head_dim=0)
+                    if side == "q":
+                        q = q + bias.float()[:, None]
+                    else:
+                        k = k + bias.float()[:, None]
+            norms = qk_norms(model, layer)
+            if norms is not None:
+                q_gain, k_gain = (norm_gain(norm).float().to(q.device) for norm in norms)
+                q = _rms_normalise(q, _norm_eps(model, norms[0])) * q_gain
+                k = _rms_normalise(k, _norm_eps(model, norms[1])) * k_gain
+            attention = q @ k.transpose(1, 2)  # (heads, queries, keys)
+            hits[layer] = (attention.argmax(dim=-1).cpu() == own).float()
+    return hits if per_token else hits.mean(dim=-1)
+
+
+def _ov_lookup_scores(
+    model: Any,
+    source_ids: Tensor,
+    candidate_ids: Tensor,
+    embeddings: Tensor | None,
+    *,
+    lowest: bool = False,
+    per_token: bool = False,
+) -> Tensor:
+    """The computation of :func:`ov_embedding_lookup` (``lowest``: of
+    :func:`ov_suppression_scores`, the own candidate's logit the lowest), without input checks."""
     n_heads = model.cfg.n_heads
     if embeddings is None:
         embeddings = model.W_E[source_ids.to(model.W_E.device)]
@@ -193,7 +316,7 @@ def _ov_lookup_scores(model: Any, source_ids: Tensor, candidate_ids: Tensor, emb
     embeddings = embeddings / embeddings.pow(2).mean(-1, keepdim=True).sqrt()
     unembed = model.W_U[:, candidate_ids.to(model.W_U.device)]
     own = torch.arange(source_ids.numel(), device=embeddings.device)
-    scores = torch.zeros(model.cfg.n_layers, n_heads)
+    scores = torch.zeros(model.cfg.n_layers, n_heads, source_ids.numel())
     with torch.no_grad():
         for layer in range(model.cfg.n_layers):
             W_V = expand_kv_heads(attention_weight(model, "W_V", layer), n_heads, head_dim=0)
@@ -203,8 +326,9 @@ def _ov_lookup_scores(model: Any, source_ids: Tensor, candidate_ids: Tensor, emb
             if gain is not None:
                 written = written * gain.to(written.device, written.dtype)
             logits = written @ unembed  # (n_heads, sources, candidates)
-            scores[layer] = (logits.argmax(dim=-1) == own).float().mean(dim=-1).cpu()
-    return scores
+            picked = logits.argmin(dim=-1) if lowest else logits.argmax(dim=-1)
+            scores[layer] = (picked == own).float().cpu()
+    return scores if per_token else scores.mean(dim=-1)
 
 
 def ov_lookup_accuracy(model: Any, cache: Any, source_positions: Tensor, candidate_ids: Tensor) -> Tensor:
