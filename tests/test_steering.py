@@ -12,9 +12,11 @@ from utils.interventions.hooks import (
 )
 from utils.interventions.steering import (
     generate_with_hooks,
+    greedy_continuations,
     head_addition_sweep,
     removed_direct_effect,
     steering_sweep,
+    steering_sweep_from_layer,
 )
 from utils.attribution.dla import direct_contributions
 from utils.analysis.directions import (
@@ -366,3 +368,49 @@ def test_generate_with_hooks_runs_the_hooks_at_every_step(any_model):
     with pytest.raises(ValueError, match="n_tokens"):
         generate_with_hooks(any_model, tokens, 0)
 
+
+
+def test_steering_sweep_from_layer_equals_steering_sweep(any_model):
+    tokens = any_model.to_tokens(PROMPTS)
+    generator = torch.Generator().manual_seed(7)
+    directions = 10 * torch.randn(3, any_model.cfg.d_model, generator=generator)
+
+    def metric(logits):
+        return logits[:, -1, :5]
+
+    alphas = [[-1.0, 0.0, 1.0], [0.5], [-0.5, 2.0]]
+    for last_only in (False, True):
+        fast = steering_sweep_from_layer(any_model, tokens, 1, directions, alphas, metric,
+                                         last_position_only=last_only)
+        assert [tuple(v.shape) for v in fast] == [(3, 2, 5), (1, 2, 5), (2, 2, 5)]
+        for direction, row, values in zip(directions, alphas, fast):
+            slow = steering_sweep(any_model, tokens, 1, direction, row, metric, last_position_only=last_only)
+            assert torch.allclose(values, slow, atol=1e-3)
+    shared = steering_sweep_from_layer(any_model, tokens, 0, directions[0], [0.0, 1.0], metric)
+    assert torch.allclose(shared[0], steering_sweep(any_model, tokens, 0, directions[0], [0.0, 1.0], metric), atol=1e-3)
+    with pytest.raises(ValueError, match="directions"):
+        steering_sweep_from_layer(any_model, tokens, 1, torch.ones(3), [1.0], metric)
+    with pytest.raises(ValueError, match="alphas"):
+        steering_sweep_from_layer(any_model, tokens, 1, directions, [[1.0]], metric)
+    with pytest.raises(ValueError, match="layer"):
+        steering_sweep_from_layer(any_model, tokens, any_model.cfg.n_layers, directions, [1.0], metric)
+    with pytest.raises(ValueError, match="one value"):
+        steering_sweep_from_layer(any_model, tokens, 1, directions, [1.0], lambda logits: logits.mean())
+
+
+def test_greedy_continuations_equal_generate_with_hooks(any_model):
+    tokens = any_model.to_tokens(PROMPTS)
+    direction = 10 * torch.randn(any_model.cfg.d_model, generator=torch.Generator().manual_seed(11))
+    rows = torch.tensor([0.0, 1.0])
+    for hooks in ([], add_to_residual_hooks(any_model, 1, direction, rows, start_pos=1)):
+        assert greedy_continuations(any_model, tokens, 4, hooks) == generate_with_hooks(any_model, tokens, 4, hooks)
+    calls = []
+
+    def count(resid, hook):
+        calls.append(resid.shape[1])
+        return resid
+
+    greedy_continuations(any_model, tokens, 3, [(get_act_name("resid_pre", 0), count)])
+    assert calls == [tokens.shape[1], tokens.shape[1] + 1, tokens.shape[1] + 2]  # the whole sequence each step
+    with pytest.raises(ValueError, match="n_tokens"):
+        greedy_continuations(any_model, tokens, 0)

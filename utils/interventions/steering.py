@@ -25,9 +25,17 @@ from utils.interventions.hooks import (
     check_directions,
     unit_for_layer,
 )
-from utils.interventions.runner import run_variants
+from utils.interventions.engine import cache_run, copy_chunks, run_from_layer
+from utils.interventions.runner import forward_logits, run_variants
 
-__all__ = ["generate_with_hooks", "head_addition_sweep", "removed_direct_effect", "steering_sweep"]
+__all__ = [
+    "generate_with_hooks",
+    "greedy_continuations",
+    "head_addition_sweep",
+    "removed_direct_effect",
+    "steering_sweep",
+    "steering_sweep_from_layer",
+]
 
 
 def _stack(values: dict[str, Tensor]) -> Tensor:
@@ -70,6 +78,74 @@ def steering_sweep(
     }
     return _stack(run_variants(model, tokens, variants, readout=_per_prompt(metric, tokens.shape[0]),
                                last_position_only=last_position_only))
+
+
+def steering_sweep_from_layer(
+    model: Any,
+    tokens: Tensor,
+    layer: int,
+    directions: Tensor,
+    alphas: Sequence[float] | Sequence[Sequence[float]],
+    metric: PerPromptMetric,
+    *,
+    start_pos: int = 1,
+    last_position_only: bool = False,
+) -> list[Tensor]:
+    """:func:`steering_sweep` for several directions at once, each with its own alphas,
+    computing the blocks before ``layer`` only once.
+
+    Adding to the residual stream entering ``layer`` leaves every earlier block as in
+    the clean run, so the clean run is cached once (:func:`utils.interventions.engine.cache_run`)
+    and every (direction, alpha) copy resumes at ``layer``
+    (:func:`utils.interventions.engine.run_from_layer`), in as few batched runs as the
+    logits budget allows. The values equal :func:`steering_sweep`'s, direction by
+    direction, up to float rounding.
+
+    Args:
+        directions: ``(d_model,)`` or ``(n_directions, d_model)``.
+        alphas: one sequence of strengths used for every direction, or one sequence per
+            direction (their lengths may differ).
+        metric, start_pos, last_position_only: as in :func:`steering_sweep`.
+
+    Returns:
+        One tensor per direction, ``(len(alphas of that direction), batch, ...)``.
+    """
+    if not isinstance(tokens, Tensor) or tokens.ndim != 2:
+        raise ValueError("tokens must be a (batch, pos) tensor of token ids")
+    if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < model.cfg.n_layers:
+        raise ValueError(f"layer must be an int in [0, {model.cfg.n_layers - 1}], got {layer!r}")
+    if isinstance(start_pos, bool) or not isinstance(start_pos, int) or start_pos < 0:
+        raise ValueError(f"start_pos must be a non-negative int, got {start_pos!r}")
+    if not isinstance(directions, Tensor) or directions.shape[-1] != model.cfg.d_model or directions.ndim not in (1, 2):
+        raise ValueError(f"directions must be (d_model,) or (n_directions, d_model) with d_model={model.cfg.d_model}")
+    rows = directions[None] if directions.ndim == 1 else directions
+    if len(rows) == 0:
+        raise ValueError("directions is empty")
+    alphas = list(alphas)
+    if alphas and all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in alphas):
+        per_direction = [[float(a) for a in alphas]] * len(rows)
+    else:
+        per_direction = [[float(a) for a in row] for row in alphas]
+    if len(per_direction) != len(rows) or any(len(row) == 0 for row in per_direction):
+        raise ValueError("alphas must be a non-empty sequence, or one non-empty sequence per direction")
+    run = cache_run(model, tokens, last_position_only=last_position_only)
+    base = run.resid_pre[layer]  # (batch, pos, d_model)
+    copies = [(d, alpha) for d, row in enumerate(per_direction) for alpha in row]
+    readout = _per_prompt(metric, run.batch)
+    values: list[Tensor] = []
+    with torch.no_grad():
+        for chunk in copy_chunks(model, copies, run, last_position_only=last_position_only):
+            resid = base.repeat(len(chunk), 1, 1)
+            for c, (d, alpha) in enumerate(chunk):
+                shift = alpha * rows[d].to(resid.device, resid.dtype)
+                resid[c * run.batch : (c + 1) * run.batch, start_pos:] += shift
+            logits = run_from_layer(model, run, layer, resid, last_position_only=last_position_only)
+            values += [readout(part).detach().cpu() for part in logits.split(run.batch, dim=0)]
+    out, start = [], 0
+    for row in per_direction:
+        out.append(torch.stack(values[start : start + len(row)]))
+        start += len(row)
+    return out
 
 
 def _per_prompt(metric: PerPromptMetric, batch: int):
@@ -189,3 +265,26 @@ def generate_with_hooks(model: Any, tokens: Tensor, n_tokens: int, fwd_hooks: Ho
             use_past_kv_cache=False, return_type="tokens",
         )
     return [model.tokenizer.decode(row[tokens.shape[1]:]) for row in generated]
+
+
+def greedy_continuations(model: Any, tokens: Tensor, n_tokens: int, fwd_hooks: HookList = ()) -> list[str]:
+    """The greedy continuations of :func:`generate_with_hooks`, computed more cheaply.
+
+    Each step runs the whole sequence again with the hooks active, as there (no
+    key/value cache, so position-wise hooks see the same positions as in a plain
+    forward pass), but unembeds only the last position (``logits_to_keep=1``): with a
+    large vocabulary (Gemma 3's 262,144 tokens) the full logits of every step are most
+    of the work. Every row continues its own prompt; ``tokens`` must not be padded.
+    """
+    if isinstance(n_tokens, bool) or not isinstance(n_tokens, int) or n_tokens < 1:
+        raise ValueError(f"n_tokens must be a positive int, got {n_tokens!r}")
+    if not isinstance(tokens, Tensor) or tokens.ndim != 2:
+        raise ValueError("tokens must be a (batch, pos) tensor of token ids")
+    hooks = list(fwd_hooks)
+    sequence = tokens
+    with torch.no_grad():
+        for _ in range(n_tokens):
+            logits = forward_logits(model, sequence, hooks, last_position_only=True)
+            chosen = logits[:, -1].argmax(-1).to(sequence.device, sequence.dtype)
+            sequence = torch.cat([sequence, chosen[:, None]], dim=1)
+    return [model.tokenizer.decode(row[tokens.shape[1]:]) for row in sequence]
