@@ -153,3 +153,26 @@ def test_multiple_choice_dataset(any_model, unvalidated):
     few = capital_facts(any_model, COUNTRY_CAPITALS[:4], validate=False)
     with pytest.raises(ValueError, match="at least 5"):
         multiple_choice_dataset(any_model, few)
+
+
+def test_extended_capital_facts_and_several_counterfactuals(any_model, unvalidated):
+    more = capital_facts(any_model, validate=False, extended=True)
+    assert len(more) > len(unvalidated) and more.countries[: len(unvalidated)] == unvalidated.countries
+    assert all(fact.subject in fact.prompt and fact.answer == " " + capital
+               for fact, capital in zip(more.as_facts(), more.capitals))
+    with pytest.raises(ValueError):
+        capital_facts(any_model, [("France", "Paris")], extended=True)
+    with pytest.raises(TypeError):
+        capital_facts(any_model, extended="yes")
+    one = knowledge_conflict_dataset(any_model, unvalidated, seed=0)
+    three = knowledge_conflict_dataset(any_model, unvalidated, seed=0, n_counterfactuals=3)
+    n = len(unvalidated)
+    assert len(three) == 3 * n and three.prompts[:n] == one.prompts
+    assert torch.equal(three.answer_ids, unvalidated.answer_ids.repeat(3))
+    assert bool((three.wrong_ids != three.answer_ids).all())
+    # each fact gets three different counterfactuals
+    per_fact = three.wrong_ids.view(3, n)
+    assert all(len(set(per_fact[:, i].tolist())) == 3 for i in range(n))
+    for bad in (0, n, True, 1.5):
+        with pytest.raises(ValueError):
+            knowledge_conflict_dataset(any_model, unvalidated, n_counterfactuals=bad)

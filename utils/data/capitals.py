@@ -13,6 +13,7 @@ from torch import Tensor
 
 from utils.core.positions import same_position
 from utils.data.base import PromptSet, answers_by_label
+from utils.data.facts import Fact
 from utils.data.tokens import encode, equal_length_tokens, is_single_token, single_token_id
 from utils.interventions.runner import forward_logits
 
@@ -28,6 +29,34 @@ COUNTRY_CAPITALS: tuple[tuple[str, str], ...] = (
     ("Wales", "Cardiff"), ("Israel", "Jerusalem"), ("Chile", "Santiago"),
     ("Switzerland", "Bern"), ("Turkey", "Ankara"), ("Thailand", "Bangkok"),
     ("Vietnam", "Hanoi"), ("Ukraine", "Kyiv"), ("Lebanon", "Beirut"),
+)
+
+
+# More capitals, for the chapters that need more facts than COUNTRY_CAPITALS gives (a
+# held-out split of a knowledge conflict): further countries, and states and provinces
+# whose capital is one word ("The capital of Texas is" -> " Austin"). Capitals that are
+# the country's own name (Mexico, Panama) are left out: the answer would be a copy.
+MORE_CAPITALS: tuple[tuple[str, str], ...] = (
+    ("Brazil", "Brasilia"), ("Argentina", "Buenos"), ("India", "Delhi"), ("Pakistan", "Islamabad"),
+    ("Afghanistan", "Kabul"), ("Nepal", "Kathmandu"), ("Bangladesh", "Dhaka"), ("Indonesia", "Jakarta"),
+    ("Philippines", "Manila"), ("Taiwan", "Taipei"), ("Colombia", "Bogota"), ("Venezuela", "Caracas"),
+    ("Ecuador", "Quito"), ("Uruguay", "Montevideo"), ("Nigeria", "Abuja"), ("Ghana", "Accra"),
+    ("Morocco", "Rabat"), ("Algeria", "Algiers"), ("Tunisia", "Tunis"), ("Libya", "Tripoli"),
+    ("Sudan", "Khartoum"), ("Senegal", "Dakar"), ("Uganda", "Kampala"), ("Zimbabwe", "Harare"),
+    ("Angola", "Luanda"), ("Somalia", "Mogadishu"), ("Jordan", "Amman"), ("Qatar", "Doha"),
+    ("Oman", "Muscat"), ("Romania", "Bucharest"), ("Bulgaria", "Sofia"), ("Serbia", "Belgrade"),
+    ("Croatia", "Zagreb"), ("Slovakia", "Bratislava"), ("Slovenia", "Ljubljana"), ("Latvia", "Riga"),
+    ("Lithuania", "Vilnius"), ("Estonia", "Tallinn"), ("Belarus", "Minsk"), ("Iceland", "Reykjavik"),
+    ("Albania", "Tirana"), ("Armenia", "Yerevan"), ("Azerbaijan", "Baku"), ("Uzbekistan", "Tashkent"),
+    ("Cyprus", "Nicosia"), ("Malta", "Valletta"), ("Jamaica", "Kingston"), ("Haiti", "Port"),
+    ("Nicaragua", "Managua"), ("Cambodia", "Phnom"), ("Laos", "Vientiane"), ("Czechia", "Prague"),
+    ("Zambia", "Lusaka"), ("Rwanda", "Kigali"), ("Mali", "Bamako"), ("Namibia", "Windhoek"),
+    ("Fiji", "Suva"), ("Tibet", "Lhasa"), ("Bavaria", "Munich"), ("Catalonia", "Barcelona"),
+    ("Texas", "Austin"), ("California", "Sacramento"), ("Ohio", "Columbus"), ("Massachusetts", "Boston"),
+    ("Colorado", "Denver"), ("Arizona", "Phoenix"), ("Tennessee", "Nashville"), ("Ontario", "Toronto"),
+    ("Hawaii", "Honolulu"), ("Utah", "Salt"), ("Virginia", "Richmond"), ("Indiana", "Indianapolis"),
+    ("Queensland", "Brisbane"), ("Victoria", "Melbourne"), ("Alberta", "Edmonton"), ("Manitoba", "Winnipeg"),
+    ("Wisconsin", "Madison"), ("Iowa", "Des"), ("Georgia", "Atlanta"), ("Minnesota", "Saint"),
 )
 
 
@@ -81,25 +110,38 @@ class CapitalFacts(PromptSet):
     PER_PROMPT: ClassVar[tuple[str, ...]] = ("countries", "capitals")
     RENAMED: ClassVar[dict[str, str]] = {"subject_pos": 'positions["subject"]'}
 
+    def as_facts(self) -> list[Fact]:
+        """The prompts as :class:`utils.data.facts.Fact` (subject: the country), to join
+        them with other facts in :func:`utils.data.facts.factual_recall_dataset`."""
+        return [Fact(prompt, country, " " + capital)
+                for prompt, country, capital in zip(self.prompts, self.countries, self.capitals)]
+
 
 def capital_facts(
     model: Any,
     pairs: Sequence[tuple[str, str]] | None = None,
     *,
     validate: bool = True,
+    extended: bool = False,
 ) -> CapitalFacts:
     """Capital facts whose country and capital are single tokens (with a leading space),
     kept only if the model's top next token is the capital (``validate``).
 
     Built-in pairs (:data:`COUNTRY_CAPITALS`) that are not single tokens are dropped;
-    pairs passed explicitly must be single tokens, else ``ValueError``.
+    pairs passed explicitly must be single tokens, else ``ValueError``. ``extended``
+    adds :data:`MORE_CAPITALS` to the built-in pairs (not to pairs passed explicitly).
 
     Raises:
         ValueError: a passed pair is not single tokens, a country repeats, or no fact is
             left.
     """
     explicit = pairs is not None
-    candidates = _check_pairs(COUNTRY_CAPITALS if pairs is None else pairs)
+    if not isinstance(extended, bool):
+        raise TypeError(f"extended must be a bool, got {extended!r}")
+    if explicit and extended:
+        raise ValueError("extended adds to the built-in pairs: pass pairs or extended=True, not both")
+    builtin = COUNTRY_CAPITALS + MORE_CAPITALS if extended else COUNTRY_CAPITALS
+    candidates = _check_pairs(builtin if pairs is None else pairs)
     usable = []
     for country, capital in candidates:
         if explicit:
@@ -167,20 +209,37 @@ class ConflictDataset(PromptSet):
             raise ValueError("ConflictDataset.wrong_ids must differ from answer_ids in every prompt")
 
 
-def knowledge_conflict_dataset(model: Any, facts: CapitalFacts, *, seed: int = 0) -> ConflictDataset:
+def knowledge_conflict_dataset(
+    model: Any, facts: CapitalFacts, *, seed: int = 0, n_counterfactuals: int = 1
+) -> ConflictDataset:
     """Pair every fact with another fact's capital as the counterfactual statement.
 
+    With ``n_counterfactuals`` = k, every fact is stated wrongly k times, each time with
+    a different other capital: prompt ``i`` is about fact ``i % len(facts)`` (the first
+    ``len(facts)`` prompts are those of k = 1), so a split by ``i % len(facts)`` keeps
+    each country on one side.
+
     Raises:
-        ValueError: fewer than two facts, or prompts of different token lengths.
+        ValueError: fewer than two facts, ``n_counterfactuals`` not in
+            ``[1, len(facts) - 1]``, or prompts of different token lengths.
     """
     if not isinstance(facts, CapitalFacts):
         raise TypeError(f"facts must be CapitalFacts, got {type(facts).__name__}")
     if len(facts) < 2:
         raise ValueError("need at least two capital facts")
-    partner = _derangement(len(facts), _check_seed(seed))
+    n = len(facts)
+    if isinstance(n_counterfactuals, bool) or not isinstance(n_counterfactuals, int) or not 1 <= n_counterfactuals < n:
+        raise ValueError(f"n_counterfactuals must be an int in [1, {n - 1}], got {n_counterfactuals!r}")
+    rng = random.Random(_check_seed(seed))
+    first_shift = rng.randrange(1, n)  # the same draw as _derangement(n, seed)
+    other_shifts = [shift for shift in range(1, n) if shift != first_shift]
+    rng.shuffle(other_shifts)
+    shifts = [first_shift] + other_shifts[: n_counterfactuals - 1]
+    partner = [(i + shift) % n for shift in shifts for i in range(n)]
+    countries = list(facts.countries) * n_counterfactuals
     prompts = [
         CONFLICT_TEMPLATE.format(country=country, counterfactual=facts.capitals[j])
-        for country, j in zip(facts.countries, partner)
+        for country, j in zip(countries, partner)
     ]
     tokens = equal_length_tokens(model, prompts, "conflict", "use single-token countries")
     before_counterfactual = CONFLICT_TEMPLATE.split("{counterfactual}")[0].format(country=facts.countries[0]).rstrip()
@@ -191,11 +250,11 @@ def knowledge_conflict_dataset(model: Any, facts: CapitalFacts, *, seed: int = 0
     return ConflictDataset(
         prompts=prompts,
         tokens=tokens,
-        answer_ids=facts.answer_ids.clone(),
+        answer_ids=facts.answer_ids.repeat(n_counterfactuals),
         wrong_ids=facts.answer_ids[partner].clone(),
         positions={
             "counterfactual": same_position(batch, len(encode(model, before_counterfactual))),
-            "subject_1": facts.positions["subject"].clone(),
+            "subject_1": facts.positions["subject"].repeat(n_counterfactuals),
             "subject_2": same_position(batch, len(encode(model, second_prefix))),
             "END": same_position(batch, tokens.shape[1] - 1),
         },
