@@ -365,3 +365,56 @@ def test_ablation_values_groups_clear_errors(ioi_small):
         ablation_values(model, tokens, "resample", reference_tokens=tokens,
                         groups=torch.tensor([0, 0, 1, 1]), reference_groups=torch.tensor([0, 0, 0, 1]))
 
+
+
+def test_compare_ablation_against_a_layer_matched_null(ioi_small):
+    """The chosen heads and 20 layer-matched draws, each equal to a plain hooked run."""
+    from utils.interventions.ablation import compare_ablation
+
+    model, ioi, _ = ioi_small
+    tokens = ioi.tokens
+
+    def metric(logits):
+        return logit_diffs(logits, ioi.answer_ids, ioi.wrong_ids)
+
+    values = ablation_values(model, tokens, "mean")
+    n_layers = model.cfg.n_layers
+    chosen = [(n_layers - 1, 0), (n_layers // 2, 1)]
+    exclude = [(n_layers - 1, 1)]
+    run = cache_run(model, tokens, last_position_only=True)
+    result = compare_ablation(model, run, chosen, values, metric, seed=3, exclude=exclude, last_position_only=True)
+    assert result.chosen_heads == tuple(chosen)
+    assert result.null.shape == (20, tokens.shape[0]) and len(result.null_sets) == 20
+    for draw in result.null_sets:
+        assert sorted(layer for layer, _ in draw) == sorted(layer for layer, _ in chosen)
+        assert not set(draw) & (set(chosen) | set(exclude))
+    with torch.no_grad():
+        clean = metric(model(tokens))
+        ablated = metric(model.run_with_hooks(tokens, fwd_hooks=replace_heads_hooks(model, chosen, values)))
+        first_draw = metric(model.run_with_hooks(tokens, fwd_hooks=replace_heads_hooks(model, list(result.null_sets[0]), values)))
+    assert torch.allclose(result.clean, clean, atol=1e-4)
+    assert torch.allclose(result.drops, clean - ablated, atol=1e-4)
+    assert result.null_drops[0] == pytest.approx(float((clean - first_draw).mean()), abs=1e-4)
+    expected_percentile = float((result.null_drops < (clean - ablated).mean()).float().mean())
+    assert result.percentile == pytest.approx(expected_percentile)
+    again = compare_ablation(model, run, chosen, values, metric, seed=3, exclude=exclude, last_position_only=True)
+    assert torch.equal(again.null, result.null) and again.null_sets == result.null_sets
+
+
+def test_compare_ablation_clear_errors(gpt2_random):
+    from utils.interventions.ablation import compare_ablation
+
+    model = gpt2_random
+    ioi = ioi_dataset(model, 2, seed=0)
+    values = ablation_values(model, ioi.tokens, "mean")
+    run = cache_run(model, ioi.tokens)
+
+    def metric(logits):
+        return logit_diffs(logits, ioi.answer_ids, ioi.wrong_ids)
+
+    with pytest.raises(ValueError, match="n_draws"):
+        compare_ablation(model, run, [(0, 0)], values, metric, n_draws=0)
+    with pytest.raises(ValueError, match="at least one head"):
+        compare_ablation(model, run, [], values, metric)
+    with pytest.raises(ValueError, match="out of range"):
+        compare_ablation(model, run, [(0, model.cfg.n_heads)], values, metric)

@@ -26,7 +26,6 @@ from utils.scores.patterns import (
 )
 from utils.scores.retrieval import attention_rows, retrieval_scores
 from utils.analysis.classify import classify_movers
-from utils.interventions.ablation import compare_ablation
 from utils.viz.plots import plot_score_and_pattern
 from utils.core.cache import single_position_cache
 from utils.core.models import attention_weight  # noqa: E402
@@ -238,35 +237,6 @@ def test_classify_movers():
         classify_movers(attention, dla, min_attention=-0.1, min_dla=0.3)
     with pytest.raises(TypeError):
         classify_movers(attention.tolist(), dla, min_attention=0.4, min_dla=0.3)
-
-
-def test_compare_ablation(gpt2_random):
-    tokens = gpt2_random.to_tokens(["The cat sat on the mat", "A dog ran in the park"])
-    target = tokens[:, -1]
-
-    def metric(logits: torch.Tensor) -> float:
-        return float(logits[torch.arange(2), -2, target].mean())
-
-    chosen = [(0, 0), (2, 1)]
-    zeros = ablation_values(gpt2_random, tokens, "zero")
-    result = compare_ablation(gpt2_random, tokens, chosen, metric, zeros, n_random=2, seed=1)
-    assert result.chosen_heads == tuple(chosen)
-    assert len(result.random) == len(result.random_sets) == 2
-    for heads in result.random_sets:
-        assert len(heads) == 2 and not set(heads) & set(chosen)
-    assert result.chosen_drop == pytest.approx(result.clean - result.chosen)
-    again = compare_ablation(gpt2_random, tokens, chosen, metric, zeros, n_random=2, seed=1)
-    assert again == result
-    means = ablation_values(gpt2_random, tokens, "mean")
-    mean_ablated = compare_ablation(gpt2_random, tokens, chosen, metric, means, n_random=1)
-    assert mean_ablated.clean == pytest.approx(result.clean, abs=1e-4)
-    with torch.no_grad():
-        plain = [(get_act_name("z", l), zero_head(h)) for l, h in chosen]
-        assert result.chosen == pytest.approx(metric(gpt2_random.run_with_hooks(tokens, fwd_hooks=plain)), abs=1e-4)
-    with pytest.raises(ValueError, match="n_random"):
-        compare_ablation(gpt2_random, tokens, chosen, metric, zeros, n_random=0)
-    with pytest.raises(ValueError, match="out of range"):
-        compare_ablation(gpt2_random, tokens, [(0, 99)], metric, zeros)
 
 
 def zero_head(head):

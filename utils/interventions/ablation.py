@@ -19,7 +19,7 @@ reference prompt of the same template to resample from.
 :func:`ablation_values` builds the replacement for every layer. The hooks that apply it
 are :func:`utils.interventions.hooks.replace_heads_hooks` (any set of heads, together);
 :func:`head_ablation_sweep` ablates each head on its own, on the fast engine;
-:func:`compare_ablation` compares chosen heads with random sets of as many;
+:func:`compare_ablation` compares chosen heads with a layer-matched null of 20 random sets;
 :func:`ablate_head_sets` gives a per-prompt metric with each of many sets ablated (a
 head set and its layer-matched null), resuming a cached run at each set's first layer.
 """
@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 from transformer_lens.utilities import get_act_name
 
-from utils.core.heads import Head, check_heads, random_heads
+from utils.core.heads import Head, check_heads, layer_matched_random_heads
 from utils.core.metrics import Metric, metric_value
 from utils.interventions.engine import CachedRun, cache_run, copy_chunks, replace_heads_sweep, run_from_layer
 from utils.interventions.hooks import replace_heads_hooks
@@ -352,70 +352,87 @@ def ablate_head_sets(
 
 @dataclass(frozen=True)
 class AblationComparison:
-    """A metric with no ablation, with the chosen heads ablated, and with each of several
-    random sets of as many heads ablated."""
+    """A per-prompt metric clean, with the chosen heads ablated, and with each of a
+    layer-matched null of random head sets ablated: the evidence of a head-level causal
+    claim (effect with its interval, and where the chosen heads fall in the null)."""
 
-    clean: float
-    chosen: float
-    random: tuple[float, ...]
+    clean: Tensor
+    chosen: Tensor
+    null: Tensor
     chosen_heads: tuple[Head, ...]
-    random_sets: tuple[tuple[Head, ...], ...]
+    null_sets: tuple[tuple[Head, ...], ...]
 
     @property
-    def chosen_drop(self) -> float:
-        """How much ablating the chosen heads lowers the metric."""
+    def drops(self) -> Tensor:
+        """How much ablating the chosen heads lowers the metric, per prompt: the samples
+        of the effect's bootstrap interval."""
         return self.clean - self.chosen
 
     @property
-    def random_drop(self) -> float:
-        """How much ablating random heads lowers the metric, averaged over the draws."""
-        return self.clean - sum(self.random) / len(self.random)
+    def null_drops(self) -> Tensor:
+        """How much each random set lowers the metric, averaged over prompts: one value
+        per draw."""
+        return self.clean.mean() - self.null.mean(dim=1)
+
+    @property
+    def percentile(self) -> float:
+        """The share of random draws whose mean drop is smaller than the chosen heads'
+        (1.0: the chosen heads beat every draw). A negative effect is ranked the same
+        way, so a claim of a rise reads ``1 - percentile``."""
+        return float((self.null_drops < self.drops.mean()).float().mean())
 
 
 def compare_ablation(
     model: Any,
-    tokens: Tensor,
+    run: CachedRun,
     chosen: Sequence[Head],
-    metric: Metric,
     values: Sequence[Tensor],
+    metric: Callable[[Tensor], Tensor],
     *,
-    n_random: int = 3,
+    n_draws: int = 20,
     seed: int = 0,
-    clean_logits: Tensor | None = None,
+    exclude: Sequence[Head] = (),
+    positions: Tensor | None = None,
+    last_position_only: bool = False,
 ) -> AblationComparison:
-    """Ablate ``chosen`` heads together, then ``n_random`` seeded random sets of as many
-    heads, each replaced by ``values`` (from :func:`ablation_values`).
+    """Ablate the ``chosen`` heads together, then each of ``n_draws`` layer-matched random
+    sets (:func:`utils.core.heads.layer_matched_random_heads`, seeds ``seed ..
+    seed + n_draws - 1``, never a chosen head or one of ``exclude``), all on the fast
+    engine (:func:`ablate_head_sets`, one call).
 
-    Random sets never contain a chosen head.
+    The course's standard for a head-level causal claim asks for this null with at least
+    20 draws; select ``chosen`` on other prompts than ``run``'s, and pass mean or
+    resample ``values`` (zero ablation breaks heads for reasons unrelated to the task).
 
     Args:
-        metric: logits ``(batch, pos, d_vocab)`` -> scalar, higher = better.
-        clean_logits: logits of the run without ablation, if already computed.
+        run: the clean run of the evaluation prompts, from :func:`cache_run`.
+        values: one replacement per layer, from :func:`ablation_values`.
+        metric: logits -> one value per prompt ``(batch,)``, higher = better.
+        exclude: heads kept out of the draws (heads the chapter gives another role).
+        positions, last_position_only: as for :func:`ablate_head_sets`.
+
+    Raises:
+        ValueError: no chosen heads, a head out of range, or ``n_draws < 1``.
     """
+    if isinstance(n_draws, bool) or not isinstance(n_draws, int) or n_draws < 1:
+        raise ValueError(f"n_draws must be a positive int, got {n_draws!r}")
+    if not len(chosen):
+        raise ValueError("chosen must hold at least one head")
     chosen = check_heads(model, chosen)
-    if isinstance(n_random, bool) or not isinstance(n_random, int) or n_random < 1:
-        raise ValueError(f"n_random must be a positive int, got {n_random!r}")
-
-    def ablated(heads: Sequence[Head]) -> float:
-        hooks = replace_heads_hooks(model, heads, values)
-        return float(metric_value(metric, model.run_with_hooks(tokens, fwd_hooks=hooks)))
-
-    with torch.no_grad():
-        if clean_logits is None:
-            clean_logits = model(tokens)
-        clean = float(metric_value(metric, clean_logits))
-        chosen_value = ablated(chosen)
-        random_sets, random_values = [], []
-        for draw in range(n_random):
-            heads = random_heads(model, len(chosen), seed=seed + draw, exclude=chosen)
-            random_sets.append(tuple(heads))
-            random_values.append(ablated(heads))
+    draws = [
+        tuple(layer_matched_random_heads(model, chosen, seed=seed + draw, exclude=exclude))
+        for draw in range(n_draws)
+    ]
+    results = ablate_head_sets(
+        model, run, [[], chosen, *draws], values, metric,
+        positions=positions, last_position_only=last_position_only,
+    )
     return AblationComparison(
-        clean=clean,
-        chosen=chosen_value,
-        random=tuple(random_values),
+        clean=results[0],
+        chosen=results[1],
+        null=results[2:],
         chosen_heads=tuple(chosen),
-        random_sets=tuple(random_sets),
+        null_sets=tuple(draws),
     )
 
 
