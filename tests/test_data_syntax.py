@@ -1,6 +1,7 @@
 """Templated sentences and word spans (utils.data.syntax) on both architectures."""
 
 import pytest
+import torch
 
 from data_checks import assert_prompt_set
 from utils.data.syntax import SyntaxDataset, syntactic_sentences, word_spans
@@ -53,3 +54,29 @@ def test_syntactic_sentences_bad_arguments(any_model):
         syntactic_sentences(any_model, 0)
     with pytest.raises(ValueError, match="seed"):
         syntactic_sentences(any_model, 3, seed=0.5)
+
+
+def test_agreement_sentences(any_model):
+    from utils.data.syntax import AgreementDataset, agreement_sentences
+
+    data = agreement_sentences(any_model, 8, seed=1)
+    assert isinstance(data, AgreementDataset) and len(data) == 8
+    assert_prompt_set(data, any_model, again=agreement_sentences(any_model, 8, seed=1))
+    assert data.tokens.shape[1] == 7 and (data.lengths == 7).all()
+    is_id, are_id = (any_model.tokenizer.encode(w, add_special_tokens=False)[0] for w in (" is", " are"))
+    for i, sentence in enumerate(data.prompts):
+        words = ["<bos>"] + sentence.split(" ")
+        subject = decode(any_model, data.tokens[i, data.positions["subject"][i]]).strip()
+        assert subject == words[int(data.positions["subject"][i])]
+        assert int(data.positions["attractor"][i]) == 6 == int(data.positions["END"][i])
+        plural = bool(data.subject_plural[i])
+        assert plural == (i % 2 == 1)
+        assert bool(data.attractor_plural[i]) == (plural != ((i // 2) % 2 == 1))
+        assert int(data.answer_ids[i]) == (are_id if plural else is_id)
+        assert int(data.wrong_ids[i]) == (is_id if plural else are_id)
+    assert set(data.positions["subject"].tolist()) <= {2, 3}
+    assert data.subset(torch.tensor([0, 3])).subject_plural.tolist() == [False, True]
+    with pytest.raises(ValueError, match="n_prompts"):
+        agreement_sentences(any_model, 0)
+    with pytest.raises(ValueError, match="seed"):
+        agreement_sentences(any_model, 4, seed="a")

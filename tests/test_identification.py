@@ -24,7 +24,8 @@ from utils.scores.patterns import (
     relation_accuracy,
     subword_merge_score,
 )
-from utils.scores.retrieval import attention_rows, retrieval_scores
+from utils.interventions.runner import PrefixRun
+from utils.scores.retrieval import attention_rows, attention_rows_after_prefix, retrieval_scores
 from utils.analysis.classify import classify_movers
 from utils.viz.plots import plot_score_and_pattern
 from utils.core.cache import single_position_cache
@@ -203,6 +204,24 @@ def test_attention_rows_match_the_cache(any_model):
         ]
     )
     assert torch.allclose(scores, expected)
+
+
+def test_attention_rows_after_prefix_match_a_full_run(any_model):
+    tokens = any_model.to_tokens(
+        ["The cat sat on the mat and the dog", "A bird flew over the old red house to"]
+    )
+    query_pos = torch.tensor([[7, 9], [8, 7]])
+    full_logits, full_rows = attention_rows(any_model, tokens, query_pos)
+    prefix = PrefixRun(any_model, tokens, 7)
+    logits, rows = attention_rows_after_prefix(any_model, prefix, query_pos)
+    assert logits.shape == (2, tokens.shape[1] - 7, any_model.cfg.d_vocab)
+    assert torch.allclose(logits, full_logits[:, 7:], atol=1e-4)
+    assert rows.shape == full_rows.shape
+    assert torch.allclose(rows, full_rows, atol=1e-5)
+    with pytest.raises(ValueError, match="after the prefix"):
+        attention_rows_after_prefix(any_model, prefix, torch.tensor([[3], [8]]))
+    with pytest.raises(ValueError, match="PrefixRun of one copy"):
+        attention_rows_after_prefix(any_model, tokens, query_pos)
 
 
 def test_attention_rows_bad_input(gpt2_random):

@@ -15,7 +15,7 @@ from utils.interventions.hooks import (
 )
 from utils.data.tokens import to_tokens
 from utils.interventions.knockout import knockout_heads, knockout_window_scan, layer_windows
-from utils.interventions.runner import PrefixRun, Variants, run_variants
+from utils.interventions.runner import PrefixRun, Variants, run_prefix_variants, run_variants
 from utils.scores.retrieval import negative_attention_score
 
 torch.set_grad_enabled(False)
@@ -319,3 +319,23 @@ def test_knockout_heads_matches_single_runs(any_model):
         knockout_heads(any_model, tokens, answers, mask, {"x": [(99, 0)]}, end_positions=lengths - 1)
     with pytest.raises(ValueError, match="marks no position"):
         knockout_heads(any_model, tokens, answers, torch.zeros_like(mask), sets, end_positions=lengths - 1)
+
+
+def test_run_prefix_variants_reuses_the_prefix(any_model):
+    tokens = any_model.to_tokens(["The capital of France is", "The capital of Italy is"])
+    sets = {"none": [], "a": [(0, 0)], "b": [(1, 1), (0, 1)]}
+
+    def builder(heads):
+        return lambda rows: last_position_mean_ablation_hooks(any_model, heads, tokens, rows=rows) if heads else []
+
+    variants = {k: builder(v) for k, v in sets.items()}
+    prefix = PrefixRun(any_model, tokens, tokens.shape[1] - 1)
+    reused = run_prefix_variants(any_model, prefix, variants, variants_per_run=2)
+    fresh = run_variants(any_model, tokens, variants, prefix_len=tokens.shape[1] - 1)
+    assert set(reused) == set(sets)
+    for name in sets:
+        assert torch.allclose(reused[name], fresh[name], atol=1e-4)
+    with pytest.raises(ValueError, match="PrefixRun of one copy"):
+        run_prefix_variants(any_model, prefix.with_copies(2), variants)
+    with pytest.raises(ValueError, match="PrefixRun of one copy"):
+        run_prefix_variants(any_model, tokens, variants)

@@ -156,3 +156,112 @@ def syntactic_sentences(model: Any, n_prompts: int = 24, *, seed: int = 0) -> Sy
         answer_ids=torch.full((n_prompts,), full_stop[0], dtype=torch.long),
         positions=positions,
     )
+
+
+# ---------------------------------------------------------------------------
+# Subject-verb number agreement across an attractor
+# ---------------------------------------------------------------------------
+
+# (singular, plural) pairs: the subject is a person or an animal, the attractor a thing
+# or a place, so that the two nouns never come from the same pool.
+AGREEMENT_SUBJECTS = (
+    ("dog", "dogs"), ("girl", "girls"), ("farmer", "farmers"), ("teacher", "teachers"),
+    ("doctor", "doctors"), ("boy", "boys"), ("soldier", "soldiers"), ("king", "kings"),
+    ("student", "students"), ("horse", "horses"), ("bird", "birds"), ("friend", "friends"),
+)
+
+
+AGREEMENT_ATTRACTORS = (
+    ("house", "houses"), ("river", "rivers"), ("car", "cars"), ("door", "doors"),
+    ("boat", "boats"), ("book", "books"), ("table", "tables"), ("tree", "trees"),
+    ("wall", "walls"), ("window", "windows"), ("garden", "gardens"), ("box", "boxes"),
+)
+
+
+@dataclass(kw_only=True)
+class AgreementDataset(PromptSet):
+    """Subject-verb agreement prompts "The (ADJ) SUBJECT PREP the (ADJ) ATTRACTOR" of one
+    token length, to be continued by " is" (singular subject) or " are" (plural).
+
+    ``answer_ids`` is the verb that agrees with the subject, ``wrong_ids`` the one that
+    agrees with the attractor's number flipped, i.e. the other of the two;
+    ``subject_plural`` and ``attractor_plural`` (``BoolTensor[batch]``) the two numbers,
+    counterbalanced: every combination (attractor of the same or of the other number)
+    has a quarter of the prompts. ``positions`` holds ``"subject"``, ``"attractor"`` and
+    ``"END"`` (the attractor, the last token). One adjective stands either before the
+    subject or before the attractor, so the subject sits at position 2 or 3 (BOS
+    counted) while the length stays the same."""
+
+    subject_plural: Tensor
+    attractor_plural: Tensor
+    PER_PROMPT: ClassVar[tuple[str, ...]] = ("subject_plural", "attractor_plural")
+
+
+def agreement_sentences(model: Any, n_prompts: int = 32, *, seed: int = 0) -> AgreementDataset:
+    """Counterbalanced subject-verb agreement prompts with an attractor noun, of one
+    token length (so a run can read the last position only).
+
+    Prompt ``i`` has a plural subject when ``i % 2 == 1`` and an attractor of the other
+    number when ``(i // 2) % 2 == 1``; nouns whose singular or plural is not one token
+    (with a leading space) are left out. Deterministic for a given ``seed``.
+
+    Raises:
+        ValueError: bad ``n_prompts`` or ``seed``, fewer than 2 usable noun pairs in a
+            pool, or " is", " are" or "The" not one token.
+    """
+    check_count("n_prompts", n_prompts)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed must be an int, got {seed!r}")
+
+    def pairs(pool: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+        kept = [p for p in pool if all(is_single_token(model, " " + w) for w in p)]
+        if len(kept) < 2:
+            raise ValueError(f"fewer than 2 noun pairs of single tokens among {pool} for this tokenizer")
+        return kept
+
+    subjects, attractors = pairs(AGREEMENT_SUBJECTS), pairs(AGREEMENT_ATTRACTORS)
+    adjectives = [w for w in ADJECTIVES if is_single_token(model, " " + w)]
+    prepositions = [w for w in PREPOSITIONS if is_single_token(model, " " + w)]
+    if not adjectives or not prepositions:
+        raise ValueError("no single-token adjective or preposition for this tokenizer")
+    verb_ids = [single_token_id(model, " is"), single_token_id(model, " are")]
+    the = encode(model, "The")
+    if len(the) != 2:
+        raise ValueError("'The' is not a single token for this tokenizer")
+    rng = random.Random(seed)
+    sentences, sequences, subject_pos, attractor_pos = [], [], [], []
+    subject_plural, attractor_plural = [], []
+    for index in range(n_prompts):
+        plural = index % 2 == 1
+        other = (index // 2) % 2 == 1
+        subject = rng.choice(subjects)[plural]
+        attractor = rng.choice(attractors)[plural != other]
+        adjective, preposition = rng.choice(adjectives), rng.choice(prepositions)
+        if rng.random() < 0.5:
+            words = ["The", adjective, subject, preposition, "the", attractor]
+        else:
+            words = ["The", subject, preposition, "the", adjective, attractor]
+        sequences.append(the + [single_token_id(model, " " + w) for w in words[1:]])
+        sentences.append(" ".join(words))
+        subject_pos.append(words.index(subject) + 1)  # + 1 for BOS
+        attractor_pos.append(len(words))
+        subject_plural.append(plural)
+        attractor_plural.append(plural != other)
+    tokens = torch.tensor(sequences, dtype=torch.long)
+    plural_subject = torch.tensor(subject_plural)
+    answers = torch.where(plural_subject, verb_ids[1], verb_ids[0])
+    wrong = torch.where(plural_subject, verb_ids[0], verb_ids[1])
+    return AgreementDataset(
+        prompts=sentences,
+        tokens=tokens,
+        lengths=torch.full((n_prompts,), tokens.shape[1], dtype=torch.long),
+        answer_ids=answers,
+        wrong_ids=wrong,
+        positions={
+            "subject": torch.tensor(subject_pos),
+            "attractor": torch.tensor(attractor_pos),
+            "END": torch.tensor(attractor_pos),
+        },
+        subject_plural=plural_subject,
+        attractor_plural=torch.tensor(attractor_plural),
+    )

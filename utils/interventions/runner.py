@@ -36,6 +36,7 @@ __all__ = [
     "forward_logits",
     "logits_budget",
     "rows_per_run",
+    "run_prefix_variants",
     "run_variants",
 ]
 
@@ -242,6 +243,45 @@ def run_variants(
     Returns:
         ``{name: readout(logits of that variant)}``.
     """
+    return _run_variants(model, tokens, variants, prefix_len=prefix_len, readout=readout,
+                         variants_per_run=variants_per_run, last_position_only=last_position_only)
+
+
+def run_prefix_variants(
+    model: Any,
+    prefix: PrefixRun,
+    variants: Mapping[str, Callable[[Tensor], HookList]],
+    *,
+    readout: Callable[[Tensor], Tensor] | None = None,
+    variants_per_run: int | None = None,
+    last_position_only: bool | None = None,
+) -> dict[str, Tensor]:
+    """:func:`run_variants` with ``prefix_len`` on a :class:`PrefixRun` already computed
+    (for example one that :func:`utils.scores.retrieval.attention_rows_after_prefix` ran
+    first): the prompts' prefix is not computed again.
+
+    Raises:
+        ValueError: ``prefix`` is not a :class:`PrefixRun` of one copy, or as for
+            :func:`run_variants`.
+    """
+    if not isinstance(prefix, PrefixRun) or prefix.variants.n != 1:
+        raise ValueError(f"prefix must be a PrefixRun of one copy (PrefixRun(model, tokens, prefix_len)), got {prefix!r:.80}")
+    return _run_variants(model, prefix.tokens, variants, prefix_len=prefix.prefix_len, readout=readout,
+                         variants_per_run=variants_per_run, last_position_only=last_position_only,
+                         prefix=prefix)
+
+
+def _run_variants(
+    model: Any,
+    tokens: Tensor,
+    variants: Mapping[str, Callable[[Tensor], HookList]],
+    *,
+    prefix_len: int | None,
+    readout: Callable[[Tensor], Tensor] | None,
+    variants_per_run: int | None,
+    last_position_only: bool | None,
+    prefix: PrefixRun | None = None,
+) -> dict[str, Tensor]:
     if not variants:
         raise ValueError("no variants given")
     if not isinstance(tokens, Tensor) or tokens.ndim != 2:
@@ -255,7 +295,8 @@ def run_variants(
         raise ValueError(f"variants_per_run must be a positive int, got {variants_per_run!r}")
     read = readout if readout is not None else (lambda logits: logits[:, -1])
     result: dict[str, Tensor] = {}
-    prefix = None if prefix_len is None else PrefixRun(model, tokens, prefix_len)  # computed once
+    if prefix is None and prefix_len is not None:
+        prefix = PrefixRun(model, tokens, prefix_len)  # computed once
     for start in range(0, len(names), size):
         chunk: Sequence[str] = names[start : start + size]
         stacked = Variants(batch, len(chunk))

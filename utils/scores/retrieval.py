@@ -83,6 +83,62 @@ def attention_rows(
     return logits, torch.stack([kept[layer] for layer in range(model.cfg.n_layers)])
 
 
+def attention_rows_after_prefix(
+    model: Any,
+    prefix: Any,
+    query_pos: Tensor,
+    *,
+    fwd_hooks: Sequence[tuple[str, Any]] = (),
+) -> tuple[Tensor, Tensor]:
+    """:func:`attention_rows` on the positions after a prefix whose keys and values are
+    computed already: a :class:`utils.interventions.runner.PrefixRun`, which the same
+    prompts' later runs (:func:`utils.interventions.runner.run_prefix_variants`) can
+    reuse, so that a long prompt is read once for its scores and its ablations.
+
+    Args:
+        prefix: ``PrefixRun(model, tokens, prefix_len)`` of one copy.
+        query_pos: ``LongTensor[batch, n_queries]``, absolute positions, each at least
+            ``prefix.prefix_len``.
+        fwd_hooks: further hooks; they see only the positions after the prefix.
+
+    Returns:
+        ``(logits, rows)``: the logits of the positions after the prefix,
+        ``(batch, pos - prefix_len, d_vocab)``, and the rows of every key,
+        ``(n_layers, batch, n_heads, n_queries, pos)``, as :func:`attention_rows`.
+
+    Raises:
+        ValueError: ``prefix`` is not a PrefixRun of one copy, or a query inside the
+            prefix or outside the prompts.
+    """
+    from utils.interventions.runner import PrefixRun  # the scores do not need the engine otherwise
+
+    if not isinstance(prefix, PrefixRun) or prefix.variants.n != 1:
+        raise ValueError(f"prefix must be a PrefixRun of one copy, got {type(prefix).__name__}")
+    batch, n_pos = prefix.tokens.shape
+    query_pos = check_positions("query_pos", query_pos, batch, n_pos)
+    if query_pos.ndim != 2:
+        raise ValueError(f"query_pos must have shape ({batch}, n_queries)")
+    if bool((query_pos < prefix.prefix_len).any()):
+        raise ValueError(f"every query must come after the prefix (position >= {prefix.prefix_len})")
+    kept: dict[int, Tensor] = {}
+
+    def make(layer: int):
+        def keep(pattern: Tensor, hook: Any) -> None:
+            # the queries computed are the last pattern.shape[2] positions (all of them
+            # when the model cannot run from cached keys and values)
+            relative = query_pos - (n_pos - pattern.shape[2])
+            index = relative.to(pattern.device)[:, None, :, None].expand(
+                -1, pattern.shape[1], -1, pattern.shape[-1]
+            )
+            kept[layer] = pattern.gather(2, index).detach()
+
+        return keep
+
+    hooks = [(get_act_name("pattern", layer), make(layer)) for layer in range(model.cfg.n_layers)]
+    logits = prefix(list(fwd_hooks) + hooks)
+    return logits, torch.stack([kept[layer] for layer in range(model.cfg.n_layers)])
+
+
 def retrieval_scores(rows: Tensor, target_pos: Tensor) -> Tensor:
     """The retrieval score (survey Eq. 4) of every head over several copy steps.
 
