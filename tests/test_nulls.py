@@ -4,6 +4,8 @@ compare_ablation with the last position ablated, on both test architectures."""
 import pytest
 import torch
 
+from utils.interventions.runner import PrefixRun
+
 from utils.core.metrics import logit_diffs
 from utils.data.ioi import ioi_dataset
 from utils.interventions.ablation import ablation_values, compare_ablation
@@ -36,6 +38,24 @@ def test_compare_ablation_at_last_equals_compare_ablation(any_model):
     assert torch.allclose(fast.chosen, slow.chosen, atol=1e-3)
     assert torch.allclose(fast.null, slow.null, atol=1e-3)
     assert fast.percentile == pytest.approx(slow.percentile)
+    # a prefix computed once and shared by two tests gives the same numbers
+    shared = PrefixRun(model, tokens, tokens.shape[1] - 1)
+    for _ in range(2):
+        again = compare_ablation_at_last(
+            model, tokens, chosen, values, lambda final: logit_diffs(final[:, None], ioi.answer_ids, ioi.wrong_ids),
+            n_draws=5, seed=3, exclude=exclude, prefix=shared,
+        )
+        assert torch.allclose(again.null, fast.null, atol=1e-5) and torch.allclose(again.chosen, fast.chosen, atol=1e-5)
+    # several metrics read from the same runs
+    both = compare_ablation_at_last(
+        model, tokens, chosen, values,
+        {"diff": lambda final: logit_diffs(final[:, None], ioi.answer_ids, ioi.wrong_ids),
+         "answer": lambda final: final.gather(-1, ioi.answer_ids[:, None])[:, 0]},
+        n_draws=5, seed=3, exclude=exclude, prefix=shared,
+    )
+    assert set(both) == {"diff", "answer"}
+    assert torch.allclose(both["diff"].null, fast.null, atol=1e-5)
+    assert not torch.allclose(both["answer"].clean, both["diff"].clean)
 
 
 def test_compare_ablation_at_last_clear_errors(gpt2_random):
@@ -56,6 +76,8 @@ def test_compare_ablation_at_last_clear_errors(gpt2_random):
         compare_ablation_at_last(model, ioi.tokens[:, :1], [(0, 0)], values, metric)
     with pytest.raises(ValueError, match="one value per prompt"):
         compare_ablation_at_last(model, ioi.tokens, [(0, 0)], values, lambda final: final.sum(), n_draws=1)
+    with pytest.raises(ValueError, match="prefix must be"):
+        compare_ablation_at_last(model, ioi.tokens, [(0, 0)], values, metric, prefix=PrefixRun(model, ioi.tokens, 1))
 
 
 def test_last_position_means_from_other_prompts(any_model):

@@ -17,7 +17,7 @@ prompts': only the last position's mean is needed.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -27,7 +27,7 @@ from transformer_lens.utilities import get_act_name
 from utils.core.heads import Head, check_heads, layer_matched_random_heads
 from utils.interventions.ablation import AblationComparison
 from utils.interventions.hooks import replace_heads_hooks
-from utils.interventions.runner import run_variants
+from utils.interventions.runner import PrefixRun, run_prefix_variants
 
 __all__ = ["compare_ablation_at_last", "last_position_means"]
 
@@ -37,12 +37,13 @@ def compare_ablation_at_last(
     tokens: Tensor,
     chosen: Sequence[Head],
     values: Sequence[Tensor],
-    metric: Callable[[Tensor], Tensor],
+    metric: Callable[[Tensor], Tensor] | Mapping[str, Callable[[Tensor], Tensor]],
     *,
     n_draws: int = 20,
     seed: int = 0,
     exclude: Sequence[Head] = (),
-) -> AblationComparison:
+    prefix: PrefixRun | None = None,
+) -> AblationComparison | dict[str, AblationComparison]:
     """Ablate the ``chosen`` heads together at the last position of every prompt, then each
     of ``n_draws`` layer-matched random sets (:func:`utils.core.heads.layer_matched_random_heads`,
     seeds ``seed .. seed + n_draws - 1``, never a chosen head or one of ``exclude``), the
@@ -54,8 +55,11 @@ def compare_ablation_at_last(
             last token is the one whose heads are ablated).
         values: one replacement per layer, from :func:`~utils.interventions.ablation.ablation_values`.
         metric: the last position's logits ``(batch, d_vocab)`` -> one value per prompt
-            ``(batch,)``, higher = better.
+            ``(batch,)``, higher = better; or several metrics by name, read from the same
+            runs (the result is then one comparison per name).
         exclude: heads kept out of the draws (heads the chapter gives another role).
+        prefix: ``PrefixRun(model, tokens, tokens.shape[1] - 1)`` computed once and shared
+            by several tests on the same prompts; ``None`` computes it here.
 
     Returns:
         :class:`~utils.interventions.ablation.AblationComparison` (``.drops``,
@@ -63,7 +67,8 @@ def compare_ablation_at_last(
 
     Raises:
         ValueError: tokens not ``(batch, pos >= 2)``, no chosen heads, a head out of
-            range, ``n_draws < 1``, or a metric that does not return ``(batch,)``.
+            range, ``n_draws < 1``, a metric that does not return ``(batch,)``, or a
+            ``prefix`` of other prompts or another length.
     """
     if not isinstance(tokens, Tensor) or tokens.ndim != 2 or tokens.shape[1] < 2:
         raise ValueError("tokens must be a (batch, pos) tensor of token ids with pos >= 2")
@@ -84,10 +89,14 @@ def compare_ablation_at_last(
 
     variants = {"clean": lambda rows: []} | {"chosen": ablate(chosen)}
     variants |= {f"draw {draw}": ablate(heads) for draw, heads in enumerate(draws)}
+    if prefix is None:
+        prefix = PrefixRun(model, tokens, length - 1)
+    elif not isinstance(prefix, PrefixRun) or prefix.prefix_len != length - 1 or not torch.equal(prefix.tokens, tokens):
+        raise ValueError("prefix must be PrefixRun(model, tokens, tokens.shape[1] - 1) of these tokens")
     with torch.no_grad():
-        finals = run_variants(model, tokens, variants, prefix_len=length - 1)
+        finals = run_prefix_variants(model, prefix, variants)
 
-    def per_prompt(final: Tensor) -> Tensor:
+    def per_prompt(metric: Callable[[Tensor], Tensor], final: Tensor) -> Tensor:
         value = metric(final)
         if not isinstance(value, Tensor) or value.shape != (batch,):
             raise ValueError(
@@ -96,13 +105,18 @@ def compare_ablation_at_last(
             )
         return value.detach().float().cpu()
 
-    return AblationComparison(
-        clean=per_prompt(finals["clean"]),
-        chosen=per_prompt(finals["chosen"]),
-        null=torch.stack([per_prompt(finals[f"draw {draw}"]) for draw in range(n_draws)]),
-        chosen_heads=tuple(chosen),
-        null_sets=tuple(draws),
-    )
+    def comparison(metric: Callable[[Tensor], Tensor]) -> AblationComparison:
+        return AblationComparison(
+            clean=per_prompt(metric, finals["clean"]),
+            chosen=per_prompt(metric, finals["chosen"]),
+            null=torch.stack([per_prompt(metric, finals[f"draw {draw}"]) for draw in range(n_draws)]),
+            chosen_heads=tuple(chosen),
+            null_sets=tuple(draws),
+        )
+
+    if isinstance(metric, Mapping):
+        return {name: comparison(one) for name, one in metric.items()}
+    return comparison(metric)
 
 
 def last_position_means(model: Any, cache: Any, length: int) -> list[Tensor]:
