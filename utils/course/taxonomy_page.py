@@ -193,7 +193,7 @@ def render_taxonomy_markdown(
         f"Of those, {counts['causal']} have causal evidence on at least one model, "
         f"{counts['score']} rest on scores alone (attention or attribution, no intervention), "
         f"{counts['not found']} were looked for and not found on either model, and "
-        f"{counts['needs scale']} need a larger model."
+        f"{counts['needs scale']} {'needs' if counts['needs scale'] == 1 else 'need'} a larger model."
     )
     add("")
     n_heads = len(HEAD_TYPES)
