@@ -43,8 +43,14 @@ def test_first_load_converts_into_the_cache_then_later_loads_reuse_it(tmp_path, 
     weights = tmp_path / models.EMBEDDED_MODEL_NAME / "model.safetensors"
     assert weights.is_file()
     converted = weights.stat().st_mtime_ns
+    # The first load also keeps the processed weights and the tokenizer beside them
+    # (utils.core.weights_cache); a folder converted before that is upgraded the same way.
+    kept = sorted(weights.parent.glob("processed-*.safetensors")) + sorted(weights.parent.glob("tokenizer-*.pickle"))
+    assert len(kept) == 2, kept
+    stamps = [path.stat().st_mtime_ns for path in kept]
     load_model(device="cpu")
     assert weights.stat().st_mtime_ns == converted, "the second load converted the weights again"
+    assert [path.stat().st_mtime_ns for path in kept] == stamps, "the second load processed again"
 
 
 def test_course_model_environment_variable(monkeypatch, tmp_path):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from scipy.stats import spearmanr
 from torch import Tensor
 
 from utils.core.heads import top_heads
@@ -37,6 +36,8 @@ def ranking_agreement(a: Tensor, b: Tensor, k: int = 10) -> RankingAgreement:
         raise TypeError("a and b must be tensors")
     if a.shape != b.shape:
         raise ValueError(f"a {tuple(a.shape)} and b {tuple(b.shape)} must have the same shape")
+    from scipy.stats import spearmanr  # here, not at import: scipy.stats is slow to import
+
     flat_a = a.detach().flatten().double().cpu().numpy()
     flat_b = b.detach().flatten().double().cpu().numpy()
     spearman = float(spearmanr(flat_a, flat_b).statistic)

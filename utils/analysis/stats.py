@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy import stats
 
 __all__ = ["bootstrap_ci"]
 
@@ -39,6 +38,8 @@ def bootstrap_ci(
     mean = float(array.mean())
     if np.ptp(array) == 0:  # every resample has the same mean
         return mean, mean, mean
+    from scipy import stats  # here, not at import: scipy.stats takes about 1 s to import
+
     result = stats.bootstrap(
         (array,), np.mean, n_resamples=n_resamples, confidence_level=level,
         method="percentile", rng=np.random.default_rng(seed),

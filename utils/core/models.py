@@ -27,6 +27,8 @@ import torch
 from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
+from utils.core.weights_cache import boot_bridge
+
 MODEL_ENV_VAR = "COURSE_MODEL"
 
 
@@ -358,10 +360,11 @@ def load_model(name: str | None = None, *, device: str | None = None) -> Transfo
     source = resolve_model_name(name)
     device = device or default_device()
     hf_logging.disable_progress_bar()  # progress bars would clutter every chapter's output
-    model = TransformerBridge.boot_transformers(source, device=device)
-    model.enable_compatibility_mode(disable_warnings=True)
-    model.eval()
-    return model
+    # An offline model's processed weights are cached in its own folder (a re-conversion
+    # replaces the folder, and with it the cache); see utils.core.weights_cache.
+    offline_folders = {str(cache_dir() / model_name) for model_name in OFFLINE_MODELS}
+    folder = source if source in offline_folders else None
+    return boot_bridge(source, device=device, weights_cache=folder)
 
 
 def describe_model(model: TransformerBridge) -> str:
