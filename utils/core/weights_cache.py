@@ -36,7 +36,7 @@ import os
 import tempfile
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -149,20 +149,26 @@ def _save(path: Path, state_dict: dict[str, torch.Tensor]) -> bool:
         return False
     unique = {key: value.detach().to("cpu").contiguous() for key, value in state_dict.items() if owner[key] == key}
     layout = {"keys": list(state_dict), "owner": owner}
+    _write_replacing(path, _PREFIX, _SUFFIX, lambda staging: save_file(unique, staging, metadata={"layout": json.dumps(layout)}))
+    return True
+
+
+def _write_replacing(path: Path, prefix: str, suffix: str, write: Callable[[str], None]) -> None:
+    """Write ``path`` atomically (``write`` fills a staging file in the same folder, which
+    then replaces ``path``), and delete the folder's older ``prefix*suffix`` files."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, staging = tempfile.mkstemp(prefix=".writing-", suffix=_SUFFIX, dir=path.parent)
+    handle, staging = tempfile.mkstemp(prefix=".writing-", suffix=suffix, dir=path.parent)
     os.close(handle)
     try:
-        save_file(unique, staging, metadata={"layout": json.dumps(layout)})
+        write(staging)
         os.replace(staging, path)
     finally:
         if os.path.exists(staging):
             os.remove(staging)
-    for old in path.parent.glob(f"{_PREFIX}*{_SUFFIX}"):
+    for old in path.parent.glob(f"{prefix}*{suffix}"):
         if old != path:
             with contextlib.suppress(OSError):
                 old.unlink()
-    return True
 
 
 def _load(path: Path, device: torch.device) -> dict[str, torch.Tensor]:
@@ -281,19 +287,12 @@ def cached_tokenizer(source: Path | str, folder: Path | str | None) -> Any:
                 return pickle.load(handle)
     tokenizer = AutoTokenizer.from_pretrained(str(source), **_TOKENIZER_ARGUMENTS)
     with contextlib.suppress(OSError, pickle.PicklingError, TypeError, AttributeError):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, staging = tempfile.mkstemp(prefix=".writing-", suffix=_TOKENIZER_SUFFIX, dir=path.parent)
-        try:
-            with os.fdopen(handle, "wb") as stream:
+
+        def dump(staging: str) -> None:
+            with open(staging, "wb") as stream:
                 pickle.dump(tokenizer, stream, protocol=pickle.HIGHEST_PROTOCOL)
-            os.replace(staging, path)
-        finally:
-            if os.path.exists(staging):
-                os.remove(staging)
-        for old in path.parent.glob(f"{_TOKENIZER_PREFIX}*{_TOKENIZER_SUFFIX}"):
-            if old != path:
-                with contextlib.suppress(OSError):
-                    old.unlink()
+
+        _write_replacing(path, _TOKENIZER_PREFIX, _TOKENIZER_SUFFIX, dump)
     return tokenizer
 
 

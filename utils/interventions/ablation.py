@@ -382,6 +382,28 @@ class AblationComparison:
         return float((self.null_drops < self.drops.mean()).float().mean())
 
 
+def chosen_and_null_sets(
+    model: Any, chosen: Sequence[Head], *, n_draws: int, seed: int, exclude: Sequence[Head]
+) -> tuple[list[Head], list[tuple[Head, ...]]]:
+    """The checked ``chosen`` heads and ``n_draws`` layer-matched random sets (seeds
+    ``seed .. seed + n_draws - 1``, never a chosen head or one of ``exclude``): the two
+    sides of :func:`compare_ablation` and its last-position variant.
+
+    Raises:
+        ValueError: ``n_draws < 1``, no chosen heads, or a head out of range.
+    """
+    if isinstance(n_draws, bool) or not isinstance(n_draws, int) or n_draws < 1:
+        raise ValueError(f"n_draws must be a positive int, got {n_draws!r}")
+    if not len(chosen):
+        raise ValueError("chosen must hold at least one head")
+    chosen = check_heads(model, chosen)
+    draws = [
+        tuple(layer_matched_random_heads(model, chosen, seed=seed + draw, exclude=exclude))
+        for draw in range(n_draws)
+    ]
+    return chosen, draws
+
+
 def compare_ablation(
     model: Any,
     run: CachedRun,
@@ -414,15 +436,7 @@ def compare_ablation(
     Raises:
         ValueError: no chosen heads, a head out of range, or ``n_draws < 1``.
     """
-    if isinstance(n_draws, bool) or not isinstance(n_draws, int) or n_draws < 1:
-        raise ValueError(f"n_draws must be a positive int, got {n_draws!r}")
-    if not len(chosen):
-        raise ValueError("chosen must hold at least one head")
-    chosen = check_heads(model, chosen)
-    draws = [
-        tuple(layer_matched_random_heads(model, chosen, seed=seed + draw, exclude=exclude))
-        for draw in range(n_draws)
-    ]
+    chosen, draws = chosen_and_null_sets(model, chosen, n_draws=n_draws, seed=seed, exclude=exclude)
     results = ablate_head_sets(
         model, run, [[], chosen, *draws], values, metric,
         positions=positions, last_position_only=last_position_only,

@@ -24,8 +24,8 @@ from torch import Tensor
 
 from transformer_lens.utilities import get_act_name
 
-from utils.core.heads import Head, check_heads, layer_matched_random_heads
-from utils.interventions.ablation import AblationComparison
+from utils.core.heads import Head
+from utils.interventions.ablation import AblationComparison, chosen_and_null_sets
 from utils.interventions.hooks import replace_heads_hooks
 from utils.interventions.runner import PrefixRun, run_prefix_variants
 
@@ -72,15 +72,7 @@ def compare_ablation_at_last(
     """
     if not isinstance(tokens, Tensor) or tokens.ndim != 2 or tokens.shape[1] < 2:
         raise ValueError("tokens must be a (batch, pos) tensor of token ids with pos >= 2")
-    if isinstance(n_draws, bool) or not isinstance(n_draws, int) or n_draws < 1:
-        raise ValueError(f"n_draws must be a positive int, got {n_draws!r}")
-    if not len(chosen):
-        raise ValueError("chosen must hold at least one head")
-    chosen = check_heads(model, chosen)
-    draws = [
-        tuple(layer_matched_random_heads(model, chosen, seed=seed + draw, exclude=exclude))
-        for draw in range(n_draws)
-    ]
+    chosen, draws = chosen_and_null_sets(model, chosen, n_draws=n_draws, seed=seed, exclude=exclude)
     batch, length = int(tokens.shape[0]), int(tokens.shape[1])
     last = torch.full((batch,), length - 1, dtype=torch.long)
 
