@@ -14,7 +14,8 @@ from utils.course import registry as registry_module
 from utils.course.chapters import REPO_ROOT
 from utils.course.taxonomy import HEAD_TYPES
 from utils.course.taxonomy_page import (
-    coverage_counts, head_type_evidence, render_taxonomy_markdown, strongest_finding,
+    coverage_counts, head_type_evidence, render_taxonomy_markdown, scores_tested_without_effect,
+    strongest_finding,
 )
 from utils.course.two_models_page import (
     PAGE_PATH,
@@ -173,3 +174,24 @@ def test_the_taxonomy_page_counts_coverage_from_the_registry(fixture_registries)
     assert f"So far {measured} of the {len(HEAD_TYPES)} head types" in committed
     iteration = next(line for line in committed.splitlines() if line.startswith("| **Iteration head**"))
     assert "toy models: causal, L0H0" in iteration
+
+
+def test_a_score_beside_tests_that_found_nothing_says_so(fixture_registries):
+    registries = dict(fixture_registries)
+    smol = registries[fd.EMBEDDED_KEY]
+    base = smol.entries["02.ioi.previous_token_score"]
+    assert strongest_finding(smol, "Previous head").evidence == "score"
+    measured, before = head_type_evidence("Previous head", registries)
+    assert "found no effect" not in before
+    ablation = replace(base, id="02.ioi.previous_ablation", evidence="not found", power="0.1", heads=("L0H4",))
+    registries[fd.EMBEDDED_KEY] = replace(smol, entries={**smol.entries, ablation.id: ablation})
+    _, after = head_type_evidence("Previous head", registries)
+    assert after.startswith("SmolLM2-135M-Instruct: score, L0H4 (1 further test found no effect); ")
+    # the score stays the level; the count of such head types moves with the entry
+    assert coverage_counts(registries) == coverage_counts(fixture_registries)
+    levels = {h.name: [strongest_finding(r, h.name) for r in registries.values() if not r.is_toy] for h in HEAD_TYPES}
+    at_score = [h for h, es in levels.items() if all(es) and min(
+        (e.evidence for e in es), key=fd.EVIDENCE_LEVELS.index) == "score"]
+    expected = int("Previous head" in at_score)
+    assert scores_tested_without_effect(registries) == expected
+    assert scores_tested_without_effect(fixture_registries) == 0

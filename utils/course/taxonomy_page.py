@@ -34,7 +34,7 @@ from utils.course.taxonomy import (
 
 __all__ = [
     "coverage_counts", "render_taxonomy_markdown", "write_taxonomy_page", "strongest_finding",
-    "head_type_evidence",
+    "head_type_evidence", "scores_tested_without_effect",
 ]
 
 
@@ -73,12 +73,24 @@ def strongest_finding(registry: Registry | None, head_type: str) -> Finding | No
     return min(entries, key=lambda e: (EVIDENCE_LEVELS.index(e.evidence), not e.heads, e.id))
 
 
-def _level(entry: Finding) -> str:
+def _not_found_beside_score(registry: Registry | None, head_type: str) -> int:
+    """How many *not found* entries ``registry`` holds for a head type whose strongest
+    evidence is a score: the pattern is there, and a further test of it (an ablation,
+    say) found nothing. Zero when the strongest level is anything but score."""
+    strongest = strongest_finding(registry, head_type)
+    if strongest is None or strongest.evidence != "score":
+        return 0
+    return sum(e.head_type == head_type and e.evidence == "not found" for e in registry.entries.values())
+
+
+def _level(entry: Finding, not_found: int = 0) -> str:
     text = entry.evidence
     if entry.heads:
         text += f", {entry.heads[0]}"
     if entry.evidence == "needs scale" and entry.model_to_use:
         text += f" (use {entry.model_to_use})"
+    if not_found:
+        text += f" ({not_found} further {'test' if not_found == 1 else 'tests'} found no effect)"
     return text
 
 
@@ -92,7 +104,7 @@ def head_type_evidence(head_type: str, registries: dict[str, Registry]) -> tuple
     models = [r for r in registries.values() if not r.is_toy]
     found = [(r, strongest_finding(r, head_type)) for r in models]
     measured = bool(models) and all(entry is not None for _, entry in found)
-    parts = [f"{r.label}: {_level(e)}" for r, e in found if e is not None]
+    parts = [f"{r.label}: {_level(e, _not_found_beside_score(r, head_type))}" for r, e in found if e is not None]
     if measured:
         text = "; ".join(parts)
     else:
@@ -109,7 +121,7 @@ def coverage_counts(registries: dict[str, Registry]) -> dict[str, int]:
     A head type measured on every (non-toy) model counts under the strongest level any
     model gives it (one causal experiment on one model makes it ``"causal"``); a head
     type not measured on every model counts as ``"not yet measured"``. The toy models do
-    not count.
+    not count. :func:`scores_tested_without_effect` splits the ``"score"`` count.
     """
     counts = {level: 0 for level in EVIDENCE_LEVELS}
     counts["not yet measured"] = 0
@@ -121,6 +133,31 @@ def coverage_counts(registries: dict[str, Registry]) -> dict[str, int]:
             continue
         counts[min((e.evidence for e in entries), key=EVIDENCE_LEVELS.index)] += 1
     return counts
+
+
+def scores_tested_without_effect(registries: dict[str, Registry]) -> int:
+    """Of the head types that :func:`coverage_counts` puts at ``"score"``, how many have
+    a *not found* entry beside the score on some model: a further test (an ablation,
+    say) found no effect. The page says so, so that a score the course tried to confirm
+    and could not is not told as an untested one."""
+    models = [r for r in registries.values() if not r.is_toy]
+    total = 0
+    for head in HEAD_TYPES:
+        entries = [strongest_finding(r, head.name) for r in models]
+        if not models or any(entry is None for entry in entries):
+            continue
+        if min((e.evidence for e in entries), key=EVIDENCE_LEVELS.index) == "score":
+            total += any(_not_found_beside_score(r, head.name) for r in models)
+    return total
+
+
+def _untested(total: int, tested: int) -> str:
+    """The summary's split of the score-level head types: untested, or tested and not
+    confirmed."""
+    if not tested:
+        return "no intervention has tested them"
+    return (f"for {tested} of them a further test found no effect, "
+            f"{total - tested} {'has' if total - tested == 1 else 'have'} not been tested by one")
 
 
 def _stage_anchor(code: str) -> str:
@@ -180,7 +217,8 @@ def render_taxonomy_markdown(
         "level among the registry's experiments on that head type - *causal* (an "
         "intervention against a control), *score* (attention or attribution only), "
         "*not found* (measured and absent) or *needs scale* (not testable at this size) - "
-        "and the top head of that experiment. A head type counts as measured only once "
+        "and the top head of that experiment; where a score stands beside tests that found "
+        "no effect (an ablation, say), the cell says how many. A head type counts as measured only once "
         "the registry holds an experiment for it on both models; otherwise the cell says "
         "*not yet measured*. Results on the small models trained in chapter 16 are given "
         "beside, and do not count."
@@ -191,7 +229,8 @@ def render_taxonomy_markdown(
     counts = coverage_counts(registries)
     add(
         f"Of those, {counts['causal']} have causal evidence on at least one model, "
-        f"{counts['score']} rest on scores alone (attention or attribution, no intervention), "
+        f"{counts['score']} rest on scores (attention or attribution; "
+        f"{_untested(counts['score'], scores_tested_without_effect(registries))}), "
         f"{counts['not found']} were looked for and not found on either model, and "
         f"{counts['needs scale']} {'needs' if counts['needs scale'] == 1 else 'need'} a larger model."
     )
