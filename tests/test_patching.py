@@ -114,6 +114,22 @@ def test_per_prompt_head_patching_averages_to_the_sweep(any_model, direction):
         assert per_prompt.shape == (3, 4)
         expected = torch.stack([sweep[0 if layer == 0 else 1, head] for layer, head in heads])
         assert (per_prompt.mean(dim=1) - expected).abs().max() <= 1e-4
+    # One position per prompt (S2 in the first two prompts, END in the others) agrees with
+    # the sweep patching the same positions.
+    at = torch.where(torch.arange(len(ioi)) < 2, ioi.positions["S2"], ioi.positions["END"])
+    sweep_at = head_patching_sweep(
+        any_model, ioi.tokens, ioi.corrupted_tokens,
+        lambda logits: logit_diff(logits, ioi.answer_ids, ioi.wrong_ids),
+        direction=direction, layers=[0, last], positions=at,
+    )
+    per_prompt_at = head_patching_per_prompt(
+        any_model, ioi.tokens, ioi.corrupted_tokens,
+        lambda logits: logit_diffs(logits, ioi.answer_ids, ioi.wrong_ids), heads,
+        direction=direction, last_position_only=True, positions=at,
+    )
+    expected_at = torch.stack([sweep_at[0 if layer == 0 else 1, head] for layer, head in heads])
+    assert (per_prompt_at.mean(dim=1) - expected_at).abs().max() <= 1e-4
+    assert not torch.allclose(per_prompt_at, per_prompt, atol=1e-3)  # the position restricts the patch
 
 
 def test_per_prompt_head_patching_rejects_bad_input(gpt2_random):
@@ -128,6 +144,9 @@ def test_per_prompt_head_patching_rejects_bad_input(gpt2_random):
                                        cache_run(gpt2_random, ioi.tokens)))
     with pytest.raises(ValueError):
         head_patching_per_prompt(gpt2_random, ioi.tokens, ioi.corrupted_tokens, per_prompt, [(99, 0)])
+    with pytest.raises(ValueError, match="one position per prompt"):
+        head_patching_per_prompt(gpt2_random, ioi.tokens, ioi.corrupted_tokens, per_prompt, [(0, 0)],
+                                 positions=torch.stack([ioi.positions["S2"], ioi.positions["END"]], dim=1))
 
 
 def test_position_specific_patching_matches_hooked_runs(ioi_small):
@@ -331,3 +350,30 @@ def test_clear_errors(gpt2_random):
         replace_heads_sweep(model, run, run.z[:1], metric)
     with pytest.raises(ValueError, match="resid must stack"):
         run_from_layer(model, run, 0, run.resid_pre[0][:, :-1])
+
+
+def test_residual_patching_per_prompt_gives_each_prompts_value(ioi_small):
+    model, ioi, metric = ioi_small
+    per_prompt_metric = lambda logits: logit_diffs(logits, ioi.answer_ids, ioi.wrong_ids)  # noqa: E731
+    layers = [0, model.cfg.n_layers - 1]
+    columns = {"S2": ioi.positions["S2"], "END": ioi.positions["END"]}
+    values = residual_patching_sweep(
+        model, ioi.tokens, ioi.corrupted_tokens, per_prompt_metric, layers=layers, positions=columns,
+        per_prompt=True, last_position_only=True,
+    )
+    assert values.shape == (2, 2, len(ioi))
+    mean = residual_patching_sweep(
+        model, ioi.tokens, ioi.corrupted_tokens, metric, layers=layers, positions=columns,
+        last_position_only=True,
+    )
+    assert torch.allclose(values.mean(dim=-1), mean, atol=1e-4)
+    # one prompt patched alone gives the same value as in the batch
+    alone = residual_patching_sweep(
+        model, ioi.tokens[1:2], ioi.corrupted_tokens[1:2],
+        lambda logits: logit_diffs(logits, ioi.answer_ids[1:2], ioi.wrong_ids[1:2]),
+        layers=layers, positions={k: v[1:2] for k, v in columns.items()}, per_prompt=True,
+        last_position_only=True,
+    )
+    assert torch.allclose(alone[..., 0], values[..., 1], atol=1e-3)
+    with pytest.raises(ValueError, match="one value per prompt"):
+        residual_patching_sweep(model, ioi.tokens, ioi.corrupted_tokens, metric, layers=layers, per_prompt=True)

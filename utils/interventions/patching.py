@@ -186,8 +186,10 @@ def head_patching_per_prompt(
     direction: Direction = "denoise",
     last_position_only: bool = False,
     runs: tuple[CachedRun, CachedRun] | None = None,
+    positions: Tensor | None = None,
 ) -> Tensor:
-    """Exact patching of each of ``heads`` alone (all positions), one value per prompt.
+    """Exact patching of each of ``heads`` alone (all positions, or one position per
+    prompt), one value per prompt.
 
     Like :func:`head_patching_sweep` restricted to ``heads``, but ``metric`` is a
     per-prompt metric (logits ``(batch, pos, d_vocab)`` -> ``(batch,)``, e.g. a
@@ -199,6 +201,8 @@ def head_patching_per_prompt(
         runs: ``(cache_run(model, clean_tokens), cache_run(model, corrupted_tokens))``,
             to reuse the two runs over several calls (both directions); by default
             they are run here.
+        positions: ``LongTensor[batch]``, one position per prompt: patch each head there
+            only (where a map says it acts), instead of at every position.
 
     Returns:
         ``Tensor[len(heads), batch]``, the metric of each prompt after patching each head.
@@ -217,6 +221,11 @@ def head_patching_per_prompt(
         raise ValueError("runs were cached on other tokens than clean_tokens and corrupted_tokens")
     base, source = runs[::-1] if direction == "denoise" else runs
     batch = base.batch
+    if positions is not None:
+        positions = check_positions("positions", positions, batch, base.tokens.shape[1])
+        if positions.ndim != 1:
+            raise ValueError(f"positions must have shape ({batch},): one position per prompt")
+    prompt_rows = torch.arange(batch)
     probe = metric(base.logits[:, -1:] if last_position_only else base.logits)
     if not isinstance(probe, Tensor) or tuple(probe.shape) != (batch,):
         raise ValueError(
@@ -236,7 +245,10 @@ def head_patching_per_prompt(
                     stacked = z.view(len(chunk), batch, *z.shape[1:])
                     for copy, row in enumerate(chunk):
                         head = heads[row].head
-                        stacked[copy][:, :, head] = source.z[layer][:, :, head]
+                        if positions is None:
+                            stacked[copy][:, :, head] = source.z[layer][:, :, head]
+                        else:
+                            stacked[copy][prompt_rows, positions, head] = source.z[layer][prompt_rows, positions, head]
                     return z
 
                 resid = base.resid_pre[layer].repeat(len(chunk), 1, 1)
@@ -322,6 +334,7 @@ def residual_patching_sweep(
     layers: Sequence[int] | None = None,
     positions: Tensor | Mapping[str, Tensor] | None = None,
     last_position_only: bool = False,
+    per_prompt: bool = False,
 ) -> Tensor:
     """Patch the residual stream entering block ``l`` at one position per prompt, for
     every layer ``l`` and every column of ``positions``, and record ``metric(logits)``.
@@ -337,9 +350,17 @@ def residual_patching_sweep(
             ``LongTensor[batch]`` such as ``{"S2": ioi.positions["S2"], "END":
             ioi.positions["END"]}`` (one column per entry, in its order). By default
             every position ``0 .. pos - 1`` is a column.
+        per_prompt: ``metric`` returns one value per prompt, ``(batch,)`` (a
+            :data:`~utils.core.metrics.PerPromptMetric`), and so does the result: the
+            held-out check of a map's cells, with a bootstrap interval over prompts.
 
     Returns:
-        ``Tensor[len(layers), n_columns]`` (all layers and positions by default).
+        ``Tensor[len(layers), n_columns]`` (all layers and positions by default), or
+        ``Tensor[len(layers), n_columns, batch]`` with ``per_prompt``.
+
+    Raises:
+        ValueError: as :func:`head_patching_sweep`; with ``per_prompt``, a metric that
+            does not return one value per prompt.
     """
     base_tokens, source_tokens = _base_and_source(clean_tokens, corrupted_tokens, direction)
     layers = _check_layers(model, layers)
@@ -350,9 +371,13 @@ def residual_patching_sweep(
         _, source_cache = model.run_with_cache(
             source_tokens, names_filter=[get_act_name("resid_pre", layer) for layer in layers]
         )
-        base_value = float(metric_value(metric, base.logits))
-        results = torch.full((len(layers), len(where)), base_value)
         batch = base.batch
+        if per_prompt:
+            base_values = _per_prompt_values(metric, base.logits, batch)
+            results = base_values.repeat(len(layers), len(where), 1)
+        else:
+            base_value = float(metric_value(metric, base.logits))
+            results = torch.full((len(layers), len(where)), base_value)
         for row, layer in enumerate(layers):
             source = source_cache[get_act_name("resid_pre", layer)]
             # Where the two runs' residual streams are identical (tokens that agree and
@@ -370,10 +395,22 @@ def residual_patching_sweep(
                 logits = run_from_layer(
                     model, base, layer, resid, last_position_only=last_position_only
                 )
-                values = _metric_per_copy(metric, logits, batch)
+                if per_prompt:
+                    values = [_per_prompt_values(metric, part, batch) for part in logits.split(batch, dim=0)]
+                else:
+                    values = _metric_per_copy(metric, logits, batch)
                 for (column, _), value in zip(chunk, values):
                     results[row, column] = value
     return results
+
+
+def _per_prompt_values(metric: Callable[[Tensor], Tensor], logits: Tensor, batch: int) -> Tensor:
+    """``metric(logits)`` checked to give one value per prompt, as a float CPU tensor."""
+    values = metric(logits)
+    if not isinstance(values, Tensor) or tuple(values.shape) != (batch,):
+        shape = tuple(values.shape) if isinstance(values, Tensor) else type(values).__name__
+        raise ValueError(f"with per_prompt=True the metric must return one value per prompt, shape ({batch},), got {shape}")
+    return values.detach().float().cpu()
 
 
 def _residual_columns(positions: Tensor | Mapping[str, Tensor] | None, batch: int, n_pos: int) -> list[Tensor]:
