@@ -176,3 +176,23 @@ def test_extended_capital_facts_and_several_counterfactuals(any_model, unvalidat
     for bad in (0, n, True, 1.5):
         with pytest.raises(ValueError):
             knowledge_conflict_dataset(any_model, unvalidated, n_counterfactuals=bad)
+
+
+def test_capital_facts_max_facts(any_model):
+    more = capital_facts(any_model, validate=False, extended=True)
+    first = capital_facts(any_model, validate=False, extended=True, max_facts=5)
+    assert first.countries == more.countries[:5] and first.n_candidates == more.n_candidates
+    for bad in (0, -1, True, 2.0):
+        with pytest.raises(ValueError, match="max_facts"):
+            capital_facts(any_model, validate=False, max_facts=bad)
+
+
+def test_capital_facts_max_facts_validated(embedded_model):
+    # Validated: the first known facts, in the candidates' order, the same as without a cap.
+    known = capital_facts(embedded_model, extended=True)
+    capped = capital_facts(embedded_model, extended=True, max_facts=12)
+    assert capped.countries == known.countries[:12]
+    assert torch.equal(capped.answer_ids, known.answer_ids[:12])
+    # A cap above what the model knows keeps every known fact.
+    assert capital_facts(embedded_model, max_facts=10_000).countries == capital_facts(embedded_model).countries
+    assert "the city of" in known.prompts[0]

@@ -60,7 +60,11 @@ MORE_CAPITALS: tuple[tuple[str, str], ...] = (
 )
 
 
-CAPITAL_TEMPLATE = "The capital of {country} is"
+# "... is the city of" rather than "... is": a base model (Gemma 3 270M) continues
+# "The capital of France is" with " the" for most countries, and names the capital after
+# "the city of" (80 of 105 single-token pairs against 13); SmolLM2 knows about as many
+# either way. The conflict prompts end with the same words.
+CAPITAL_TEMPLATE = "The capital of {country} is the city of"
 
 
 CONFLICT_TEMPLATE = "The capital of {country} is {counterfactual}. The capital of {country} is the city of"
@@ -123,6 +127,7 @@ def capital_facts(
     *,
     validate: bool = True,
     extended: bool = False,
+    max_facts: int | None = None,
 ) -> CapitalFacts:
     """Capital facts whose country and capital are single tokens (with a leading space),
     kept only if the model's top next token is the capital (``validate``).
@@ -130,14 +135,19 @@ def capital_facts(
     Built-in pairs (:data:`COUNTRY_CAPITALS`) that are not single tokens are dropped;
     pairs passed explicitly must be single tokens, else ``ValueError``. ``extended``
     adds :data:`MORE_CAPITALS` to the built-in pairs (not to pairs passed explicitly).
+    ``max_facts`` keeps only the first ``max_facts`` facts (in the candidates' order):
+    validation runs in batches of 32 candidates and stops once that many are known, so
+    a model that knows many capitals costs no more than one that knows just enough.
 
     Raises:
-        ValueError: a passed pair is not single tokens, a country repeats, or no fact is
-            left.
+        ValueError: a passed pair is not single tokens, a country repeats, ``max_facts``
+            is not a positive int, or no fact is left.
     """
     explicit = pairs is not None
     if not isinstance(extended, bool):
         raise TypeError(f"extended must be a bool, got {extended!r}")
+    if max_facts is not None and (isinstance(max_facts, bool) or not isinstance(max_facts, int) or max_facts < 1):
+        raise ValueError(f"max_facts must be a positive int or None, got {max_facts!r}")
     if explicit and extended:
         raise ValueError("extended adds to the built-in pairs: pass pairs or extended=True, not both")
     builtin = COUNTRY_CAPITALS + MORE_CAPITALS if extended else COUNTRY_CAPITALS
@@ -169,13 +179,23 @@ def capital_facts(
         n_candidates=len(candidates),
     )
     if not validate:
-        return facts
-    # Only the last position is unembedded (a large vocabulary makes full logits big).
-    predicted = forward_logits(model, tokens, last_position_only=True)[:, -1].argmax(-1).cpu()
-    keep = predicted == answers
+        return facts if max_facts is None else facts.subset(list(range(min(max_facts, len(facts)))))
+    # In batches, until max_facts are known; only the last position is unembedded (a
+    # large vocabulary makes full logits big).
+    keep = torch.zeros(len(usable), dtype=torch.bool)
+    for start in range(0, len(usable), _VALIDATION_BATCH):
+        rows = slice(start, start + _VALIDATION_BATCH)
+        predicted = forward_logits(model, tokens[rows], last_position_only=True)[:, -1].argmax(-1).cpu()
+        keep[rows] = predicted == answers[rows]
+        if max_facts is not None and int(keep.sum()) >= max_facts:
+            break
     if not bool(keep.any()):
         raise ValueError(f"the model names none of the {len(usable)} capitals as its top next token")
-    return facts.subset(keep)
+    kept = keep.nonzero().flatten().tolist()
+    return facts.subset(kept if max_facts is None else kept[:max_facts])
+
+
+_VALIDATION_BATCH = 32
 
 
 def _derangement(n: int, seed: int) -> list[int]:
