@@ -244,6 +244,41 @@ def test_ablate_head_sets_match_plain_hooks(ioi_small, monkeypatch, last_positio
     assert torch.allclose(at_end[0], plain, atol=1e-4)
 
 
+def test_ablate_head_sets_unembed_only_chosen_positions(ioi_small, monkeypatch):
+    """logit_positions: the metric reads k positions per prompt, which differ between
+    prompts, and gets the same logits as from a full hooked run."""
+    model, ioi, _ = ioi_small
+    tokens = ioi.tokens
+    n_layers = model.cfg.n_layers
+    batch, length = tokens.shape
+    at = torch.stack([torch.arange(2) + row % 3 for row in range(batch)])  # (batch, 2), per prompt
+
+    def read(logits):  # (batch, 2, d_vocab) -> one value per prompt
+        return logits.log_softmax(dim=-1)[..., 5].mean(dim=-1)
+
+    def full(logits):
+        return read(logits[torch.arange(batch)[:, None], at])
+
+    values = ablation_values(model, tokens, "mean")
+    sets = [[], [(n_layers - 1, 0)], [(0, 1), (n_layers - 1, 1)]]
+    run = cache_run(model, tokens)
+    expected = torch.stack(
+        [full(model.run_with_hooks(tokens, fwd_hooks=replace_heads_hooks(model, heads, values) if heads else [])) for heads in sets]
+    )
+    result = ablate_head_sets(model, run, sets, values, read, logit_positions=at)
+    assert torch.allclose(result, expected, atol=1e-4)
+    monkeypatch.setenv("COURSE_LOGITS_BUDGET_MB", str(batch * 2 * model.cfg.d_vocab * 4 / 2**20))
+    assert torch.allclose(ablate_head_sets(model, run, sets, values, read, logit_positions=at), expected, atol=1e-4)
+    with pytest.raises(ValueError, match="not both"):
+        ablate_head_sets(model, run, sets, values, read, logit_positions=at, last_position_only=True)
+    with pytest.raises(ValueError, match="must lie in"):
+        ablate_head_sets(model, run, sets, values, read, logit_positions=at + length)
+    with pytest.raises(ValueError, match="LongTensor"):
+        ablate_head_sets(model, run, sets, values, read, logit_positions=at[:1])
+    with pytest.raises(ValueError, match="every position's logits"):
+        ablate_head_sets(model, cache_run(model, tokens, last_position_only=True), sets, values, read, logit_positions=at)
+
+
 def test_ablate_head_sets_clear_errors(gpt2_random):
     model = gpt2_random
     ioi = ioi_dataset(model, 2, seed=0)

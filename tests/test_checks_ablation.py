@@ -218,3 +218,54 @@ def test_falsification_verdict():
     assert "is falsified" in falsification_verdict(0.5, [0.6, 0.7, 0.1])
     with pytest.raises(ValueError):
         falsification_verdict(0.5, [])
+
+
+# --- the interpretive exercise: the IOI name movers on acronyms -------------------
+
+
+def _comparison(drops: list[float], null_drops: list[float]):
+    """An AblationComparison whose drops and null drops are the given ones."""
+    from utils.interventions.ablation import AblationComparison
+
+    drops_t = torch.tensor(drops)
+    clean = torch.full_like(drops_t, 5.0)
+    null = torch.stack([torch.full_like(drops_t, 5.0 - d) for d in null_drops])
+    return AblationComparison(
+        clean=clean, chosen=clean - drops_t, null=null,
+        chosen_heads=((1, 0),), null_sets=tuple(((1, k),) for k in range(len(null_drops))),
+    )
+
+
+@pytest.mark.parametrize(
+    "mean_drop, ci_low, percentile, key",
+    [(2.0, 1.5, 1.0, "a"), (2.0, 1.5, 0.95, "a"), (2.0, 1.5, 0.9, "b"),
+     (0.3, -0.1, 1.0, "b"), (0.0, -0.5, 0.0, "c"), (-0.4, -0.9, 0.0, "c")],
+)
+def test_mover_transfer_outcome(mean_drop, ci_low, percentile, key):
+    from utils.course.checks.ablation import mover_transfer_outcome
+
+    assert mover_transfer_outcome(mean_drop, ci_low, percentile) == key
+
+
+def test_mover_prediction_reports_and_never_raises_on_a_wrong_guess(capsys):
+    from utils.course.checks.ablation import check_mover_prediction
+
+    strong = _comparison([2.0, 2.2, 1.8, 2.1] * 8, [0.1 * k for k in range(20)])
+    assert check_mover_prediction(lambda: "a", strong) is True
+    assert "came true" in capsys.readouterr().out
+    assert check_mover_prediction(lambda: " C ", strong) is False
+    assert "not what happened" in capsys.readouterr().out
+    weak = _comparison([0.5, -0.3, 0.4, 0.1] * 8, [0.5] * 10 + [0.0] * 10)
+    assert check_mover_prediction(lambda: "b", weak) is True
+    none = _comparison([-0.5, 0.2, -0.3, 0.0] * 8, [0.0] * 20)
+    assert check_mover_prediction(lambda: "c", none) is True
+
+
+def test_mover_prediction_rejects_non_answers_and_lets_the_stub_through():
+    from utils.course.checks.ablation import check_mover_prediction
+
+    result = _comparison([1.0] * 32, [0.0] * 20)
+    with pytest.raises(CheckFailed, match="name movers on acronyms"):
+        check_mover_prediction(lambda: "d", result)
+    with pytest.raises(NotImplementedError):
+        check_mover_prediction(stub, result)

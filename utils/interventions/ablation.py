@@ -35,7 +35,14 @@ from transformer_lens.utilities import get_act_name
 
 from utils.core.heads import Head, check_heads, layer_matched_random_heads
 from utils.core.metrics import Metric, metric_value
-from utils.interventions.engine import CachedRun, cache_run, copy_chunks, replace_heads_sweep, run_from_layer
+from utils.interventions.engine import (
+    CachedRun,
+    cache_run,
+    check_logit_positions,
+    copy_chunks,
+    replace_heads_sweep,
+    run_from_layer,
+)
 from utils.interventions.hooks import replace_heads_hooks
 
 AblationMethod = Literal["zero", "mean", "resample"]
@@ -282,6 +289,7 @@ def ablate_head_sets(
     *,
     positions: Tensor | None = None,
     last_position_only: bool = False,
+    logit_positions: Tensor | None = None,
 ) -> Tensor:
     """A per-prompt ``metric`` with each of ``head_sets`` ablated, one set at a time (the
     heads of a set together), e.g. chosen heads and their layer-matched random draws.
@@ -302,12 +310,19 @@ def ablate_head_sets(
         last_position_only: unembed only the last position (``metric`` then gets
             ``(batch, 1, d_vocab)``): much less work on a large vocabulary when the metric
             reads nothing else.
+        logit_positions: ``LongTensor[batch, k]``, unembed only these positions of each
+            prompt (``metric`` then gets ``(batch, k, d_vocab)``), for a metric that reads
+            a few positions that differ between prompts; ``run`` must hold every
+            position's logits.
 
     Returns:
         ``Tensor[len(head_sets), batch]``.
     """
     if not isinstance(run, CachedRun):
         raise TypeError(f"run must be a CachedRun from cache_run, got {type(run).__name__}")
+    logit_positions = check_logit_positions(run, logit_positions, last_position_only)
+    if logit_positions is not None and run.logits.shape[1] != run.tokens.shape[1]:
+        raise ValueError("logit_positions needs a run with every position's logits (cache_run without last_position_only)")
     if isinstance(head_sets, (str, bytes)) or not isinstance(head_sets, Sequence) or not head_sets:
         raise ValueError("head_sets must be a non-empty sequence of head sets")
     checked = [check_heads(model, heads) if len(heads) else [] for heads in head_sets]
@@ -327,18 +342,23 @@ def ablate_head_sets(
     for index, heads in enumerate(checked):
         if heads:
             by_first_layer.setdefault(min(layer for layer, _ in heads), []).append(index)
+        elif logit_positions is not None:
+            rows = torch.arange(batch, device=run.logits.device)[:, None]
+            results[index] = per_prompt(run.logits[rows, logit_positions.to(run.logits.device)])
         else:
             results[index] = per_prompt(run.logits[:, -1:] if last_position_only else run.logits)
     with torch.no_grad():
         for layer, indices in sorted(by_first_layer.items()):
-            for chunk in copy_chunks(model, indices, run, last_position_only=last_position_only):
+            n_out = None if logit_positions is None else int(logit_positions.shape[1])
+            for chunk in copy_chunks(model, indices, run, last_position_only=last_position_only, n_positions=n_out):
                 hooks = []
                 for copy, index in enumerate(chunk):
                     rows = torch.arange(copy * batch, (copy + 1) * batch)
                     hooks += replace_heads_hooks(model, checked[index], values, positions=positions, rows=rows)
                 resid = run.resid_pre[layer].repeat(len(chunk), 1, 1)
                 logits = run_from_layer(
-                    model, run, layer, resid, fwd_hooks=hooks, last_position_only=last_position_only
+                    model, run, layer, resid, fwd_hooks=hooks, last_position_only=last_position_only,
+                    logit_positions=logit_positions,
                 )
                 for index, copy_logits in zip(chunk, logits.split(batch, dim=0)):
                     results[index] = per_prompt(copy_logits)
@@ -416,6 +436,7 @@ def compare_ablation(
     exclude: Sequence[Head] = (),
     positions: Tensor | None = None,
     last_position_only: bool = False,
+    logit_positions: Tensor | None = None,
 ) -> AblationComparison:
     """Ablate the ``chosen`` heads together, then each of ``n_draws`` layer-matched random
     sets (:func:`utils.core.heads.layer_matched_random_heads`, seeds ``seed ..
@@ -431,7 +452,7 @@ def compare_ablation(
         values: one replacement per layer, from :func:`ablation_values`.
         metric: logits -> one value per prompt ``(batch,)``, higher = better.
         exclude: heads kept out of the draws (heads the chapter gives another role).
-        positions, last_position_only: as for :func:`ablate_head_sets`.
+        positions, last_position_only, logit_positions: as for :func:`ablate_head_sets`.
 
     Raises:
         ValueError: no chosen heads, a head out of range, or ``n_draws < 1``.
@@ -439,7 +460,7 @@ def compare_ablation(
     chosen, draws = chosen_and_null_sets(model, chosen, n_draws=n_draws, seed=seed, exclude=exclude)
     results = ablate_head_sets(
         model, run, [[], chosen, *draws], values, metric,
-        positions=positions, last_position_only=last_position_only,
+        positions=positions, last_position_only=last_position_only, logit_positions=logit_positions,
     )
     return AblationComparison(
         clean=results[0],

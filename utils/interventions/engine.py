@@ -117,6 +117,7 @@ def run_from_layer(
     *,
     fwd_hooks: Sequence[tuple[str, Callable[..., Any]]] = (),
     last_position_only: bool = False,
+    logit_positions: Tensor | None = None,
 ) -> Tensor:
     """Resume ``run`` at block ``layer`` from the residual ``resid`` and return the logits.
 
@@ -128,8 +129,13 @@ def run_from_layer(
         last_position_only: unembed only the last position (logits of shape
             ``(copies * batch, 1, d_vocab)``), which saves much of the work when the
             metric reads nothing else.
+        logit_positions: ``LongTensor[batch, k]``, unembed only these ``k`` positions of
+            each prompt (the same for every copy): logits ``(copies * batch, k, d_vocab)``,
+            for a metric that reads a few positions that differ between prompts (the
+            tokens after a word). Not together with ``last_position_only``.
     """
     check_layer(model, layer)
+    logit_positions = check_logit_positions(run, logit_positions, last_position_only)
     expected = run.resid_pre[layer].shape
     if resid.ndim != 3 or resid.shape[0] % run.batch or resid.shape[1:] != expected[1:]:
         raise ValueError(
@@ -152,13 +158,40 @@ def run_from_layer(
             resid = out[0] if isinstance(out, tuple) else out
         if last_position_only:
             resid = resid[:, -1:]
+        elif logit_positions is not None:
+            at = logit_positions.to(resid.device).repeat(copies, 1)
+            resid = resid[torch.arange(resid.shape[0], device=resid.device)[:, None], at]
         return model.unembed(model.ln_final(resid))
 
 
-def copy_chunks(model: Any, items: Sequence[Any], run: CachedRun, *, last_position_only: bool = False) -> list[list[Any]]:
+def check_logit_positions(run: CachedRun, logit_positions: Tensor | None, last_position_only: bool = False) -> Tensor | None:
+    """``logit_positions`` checked against ``run``: a ``LongTensor[batch, k]`` of positions
+    inside the prompts (``None`` passes through).
+
+    Raises:
+        ValueError: the wrong shape or type, a position out of range, or both
+            ``logit_positions`` and ``last_position_only``.
+    """
+    if logit_positions is None:
+        return None
+    if last_position_only:
+        raise ValueError("give logit_positions or last_position_only, not both")
+    n_positions = int(run.tokens.shape[1])
+    if (not isinstance(logit_positions, Tensor) or logit_positions.ndim != 2
+            or logit_positions.shape[0] != run.batch or logit_positions.dtype != torch.long):
+        raise ValueError(f"logit_positions must be a LongTensor[{run.batch}, k] (k positions per prompt)")
+    if bool((logit_positions < 0).any()) or bool((logit_positions >= n_positions).any()):
+        raise ValueError(f"logit_positions must lie in [0, {n_positions - 1}]")
+    return logit_positions
+
+
+def copy_chunks(
+    model: Any, items: Sequence[Any], run: CachedRun, *, last_position_only: bool = False, n_positions: int | None = None
+) -> list[list[Any]]:
     """``items`` (one per edited copy of ``run``) in consecutive groups small enough for
-    one resumed run: each group's logits fit the logits budget."""
-    n_out = 1 if last_position_only else int(run.tokens.shape[1])
+    one resumed run: each group's logits fit the logits budget (``n_positions``
+    unembedded positions per prompt when given, e.g. ``logit_positions``' ``k``)."""
+    n_out = 1 if last_position_only else int(run.tokens.shape[1]) if n_positions is None else n_positions
     size = rows_per_run(model, n_out, rows_per_item=run.batch)
     items = list(items)
     return [items[start : start + size] for start in range(0, len(items), size)]

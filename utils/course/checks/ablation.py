@@ -20,7 +20,8 @@ from torch import Tensor
 
 from utils.interventions.effects import head_effects
 from utils.interventions.ablation import ablation_values, derangement, mean_over_prompts
-from utils.course.checks.interpretive import check_choice
+from utils.analysis.stats import bootstrap_ci
+from utils.course.checks.interpretive import check_choice, check_prediction
 from utils.course.checks import Case, Hook, check_against_reference, run_hook
 from utils.data.ioi import ioi_dataset
 from utils.interventions.hooks import replace_heads_hooks
@@ -33,6 +34,9 @@ __all__ = [
     "FALSIFIER_CHOICES",
     "check_falsifier",
     "falsification_verdict",
+    "MOVER_TRANSFER_OPTIONS",
+    "mover_transfer_outcome",
+    "check_mover_prediction",
 ]
 
 Metric = Callable[[Tensor], Tensor]
@@ -257,4 +261,58 @@ def falsification_verdict(writers: float, controls: Sequence[float]) -> str:
         f"the writers' loss is made up by {writers:.0%}; {as_much} of {len(controls)} matched "
         f"control sets are repaired as much or more (median {sorted(controls)[len(controls) // 2]:.0%}): "
         f"the claim is {verdict}"
+    )
+
+
+# ---------------------------------------------------------------------------
+# Interpretive exercise: do the IOI name movers move letters too?
+# ---------------------------------------------------------------------------
+
+#: The outcomes a learner predicts for the IOI name movers mean-ablated on acronyms.
+MOVER_TRANSFER_OPTIONS = {
+    "a": "they lower the right letter's margin more than at least 95% of the layer-matched "
+         "random sets, with an interval above zero: a mover that works across tasks",
+    "b": "they lower it, but no more than random heads of their layers do (or with an "
+         "interval that reaches zero): nothing specific to these heads",
+    "c": "they do not lower it at all (the mean change is zero or a rise)",
+}
+
+
+def mover_transfer_outcome(mean_drop: float, ci_low: float, percentile: float) -> str:
+    """The key of :data:`MOVER_TRANSFER_OPTIONS` that an ablation comparison falls under:
+    ``"c"`` when the mean drop is not positive, ``"a"`` when it beats at least 95% of
+    the null draws and its interval's lower end is above zero, ``"b"`` otherwise."""
+    if mean_drop <= 0:
+        return "c"
+    return "a" if percentile >= 0.95 and ci_low > 0 else "b"
+
+
+def check_mover_prediction(fn: Callable[[], str], comparison: Any) -> bool:
+    """Say whether ``fn()``, a key of :data:`MOVER_TRANSFER_OPTIONS`, predicted what
+    mean-ablating the IOI name movers does to the acronym task on the loaded model.
+
+    Args:
+        fn: returns the predicted key.
+        comparison: the test, an :class:`utils.interventions.ablation.AblationComparison`
+            (``.drops`` per prompt, ``.percentile`` against its null).
+
+    A wrong prediction is reported, not raised
+    (:func:`utils.course.checks.interpretive.check_prediction`).
+    """
+    drops = comparison.drops
+    mean, low, high = bootstrap_ci(drops)
+    percentile = float(comparison.percentile)
+    observed = mover_transfer_outcome(float(mean), float(low), percentile)
+    return check_prediction(
+        fn,
+        MOVER_TRANSFER_OPTIONS,
+        observed,
+        exercise="name movers on acronyms",
+        explanation=(
+            f"Here the margin falls by {mean:.2f} (95% CI {low:.2f} to {high:.2f}) over "
+            f"{len(drops)} prompts, more than {percentile:.0%} of the "
+            f"{len(comparison.null_sets)} random sets. The heads were chosen on IOI prompts "
+            "alone, by where they look and what they write there; a label that names a "
+            "task-general role predicts an effect on a task the selection never saw."
+        ),
     )
