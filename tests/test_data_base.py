@@ -99,6 +99,18 @@ def test_split_is_seeded_disjoint_and_complete():
         data.split(0.5, seed="0")
 
 
+def test_held_out_skips_used_and_repeated_prompts():
+    data = make(prompts=["a b c", "a b c", "e e"])
+    part = data.held_out(["d"], 2)
+    assert type(part) is Tagged and part.prompts == ["a b c", "e e"] and part.tags == ["x", "z"]
+    assert data.held_out(make().subset([0]), 1).prompts == ["e e"]
+    assert data.held_out([], 1).tags == ["x"]
+    with pytest.raises(ValueError, match="only 1 of 3 prompts are new"):
+        data.held_out(["a b c"], 2)
+    with pytest.raises(ValueError, match="n must"):
+        data.held_out([], 0)
+
+
 @pytest.mark.parametrize(
     "changes, error, message",
     [

@@ -27,6 +27,21 @@ def test_toy_movie_reviews(any_model):
         data.adjective_pos
 
 
+def test_held_out_words_share_no_word_and_keep_the_shape(any_model):
+    data = toy_movie_reviews(any_model, 8, seed=0)
+    new = toy_movie_reviews(any_model, 40, seed=1, words="held out")
+    assert_prompt_set(new, any_model, again=toy_movie_reviews(any_model, 40, seed=1, words="held out"))
+    assert new.tokens.shape[1] == data.tokens.shape[1] and new.labels.tolist() == [1, 0] * 20
+    for key in ("adjective", "verb", "END"):
+        assert torch.equal(new.positions[key][:8], data.positions[key])
+    old_words = {t for row in data.tokens[:, [int(data.positions["adjective"][0]), int(data.positions["verb"][0])]] for t in row.tolist()}
+    new_words = {t for row in new.tokens[:, [int(new.positions["adjective"][0]), int(new.positions["verb"][0])]] for t in row.tolist()}
+    assert not old_words & new_words
+    assert len(new.held_out(data, 32)) == 32
+    with pytest.raises(ValueError, match="held out"):
+        toy_movie_reviews(any_model, 4, words="new")
+
+
 def test_toy_movie_reviews_bad_arguments(any_model):
     for bad in (3, 0, True, 4.0):
         with pytest.raises(ValueError, match="even"):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from data_checks import assert_prompt_set
-from utils.data.syntax import SyntaxDataset, syntactic_sentences, word_spans
+from utils.data.syntax import SyntaxDataset, WordEndDataset, syntactic_sentences, word_end_prompts, word_spans
 
 
 def decode(model, token_id) -> str:
@@ -80,3 +80,25 @@ def test_agreement_sentences(any_model):
         agreement_sentences(any_model, 0)
     with pytest.raises(ValueError, match="seed"):
         agreement_sentences(any_model, 4, seed="a")
+
+
+def test_word_end_prompts(any_model):
+    data = word_end_prompts(any_model, 8, seed=0, exclude=["walrus", "Pelican"])
+    assert isinstance(data, WordEndDataset) and len(data) == 16
+    assert_prompt_set(data, any_model, again=word_end_prompts(any_model, 8, seed=0, exclude=["walrus", "Pelican"]))
+    assert data.is_split.tolist() == [True] * 8 + [False] * 8
+    assert not {"walrus", "pelican"} & set(data.words) and len(set(data.words)) == 16
+    comma = any_model.to_single_token(",")
+    assert bool((data.answer_ids == comma).all())
+    end, first = data.positions["END"], data.positions["word"]
+    assert bool((end == data.tokens.shape[1] - 1).all())
+    assert ((end - first) == data.is_split.long()).all()  # two pieces when split, one when whole
+    for row in (0, 8):
+        word = any_model.tokenizer.decode(data.tokens[row, int(first[row]) : int(end[row]) + 1])
+        assert word.strip() == data.words[row] and data.prompts[row].endswith(" " + data.words[row])
+    # a matched pair shares its fillers
+    assert data.prompts[0].split(",")[1:3] == data.prompts[8].split(",")[1:3]
+    with pytest.raises(ValueError, match="splits"):
+        word_end_prompts(any_model, 500)
+    with pytest.raises(TypeError, match="exclude"):
+        word_end_prompts(any_model, 4, exclude="walrus")

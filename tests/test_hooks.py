@@ -88,3 +88,39 @@ def test_bad_heads(any_model, heads, error, message):
     zeros = [torch.zeros(1, 1, any_model.cfg.n_heads, any_model.cfg.d_head)] * any_model.cfg.n_layers
     with pytest.raises(error, match=message):
         replace_heads_hooks(any_model, heads, zeros)
+
+
+def test_local_window_hooks_truncate_and_renormalise(any_model):
+    from utils.interventions.hooks import local_window_hooks
+    from utils.interventions.runner import PrefixRun
+
+    tokens = any_model.to_tokens(PROMPTS + OTHER)
+    window, head = 3, any_model.cfg.n_heads - 1
+    name = get_act_name("pattern", 0)
+    with torch.no_grad():
+        _, clean = any_model.run_with_cache(tokens, names_filter=name)
+        with any_model.hooks(fwd_hooks=local_window_hooks(any_model, [(0, head)], window, rows=[1])):
+            _, cache = any_model.run_with_cache(tokens, names_filter=name)
+    before, after = clean[name], cache[name]
+    n = tokens.shape[1]
+    q, k = torch.arange(n)[:, None], torch.arange(n)[None, :]
+    far = (k <= q - window) & (k > 0)
+    assert torch.allclose(after[0], before[0]) and torch.allclose(after[1, :head], before[1, :head])
+    assert after[1, head][far].abs().max() == 0  # the far keys (BOS kept) are cut out ...
+    kept = before[1, head] * ~far
+    assert torch.allclose(after[1, head], kept / kept.sum(-1, keepdim=True), atol=1e-5)  # ... and rows renormalised
+    # under a PrefixRun only the computed (later) queries run, and they are restricted
+    last = any_model.cfg.n_layers - 1
+    seen = {}
+
+    def keep(pattern, hook):
+        seen["pattern"] = pattern.clone()
+
+    prefix = PrefixRun(any_model, tokens, n - 2)
+    restricted = prefix(local_window_hooks(any_model, [(last, 0)], window) + [(get_act_name("pattern", last), keep)])
+    assert seen["pattern"].shape[-2:] == (2, n)
+    assert seen["pattern"][:, 0][:, far[-2:]].abs().max() == 0
+    assert seen["pattern"][:, 1][:, far[-2:]].abs().max() > 0  # another head of the layer is untouched
+    assert not torch.allclose(restricted, prefix())
+    with pytest.raises(ValueError, match="window"):
+        local_window_hooks(any_model, [(0, 0)], 0)

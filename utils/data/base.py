@@ -228,3 +228,30 @@ class PromptSet:
         order = list(range(len(self)))
         random.Random(seed).shuffle(order)
         return self.subset(sorted(order[:n_first])), self.subset(sorted(order[n_first:]))
+
+    def held_out(self: P, used: "PromptSet | Sequence[str]", n: int) -> P:
+        """The first ``n`` prompts of this set whose text is not one of ``used``'s and
+        not a repeat of an earlier one: evaluation prompts held out from the prompts
+        that selected some heads (generate this set with another seed, and more prompts
+        than ``n``, since a template's prompts can repeat).
+
+        Args:
+            used: the selection prompts (a :class:`PromptSet` or their texts).
+            n: how many held-out prompts to return.
+
+        Raises:
+            ValueError: ``n`` is not a count, or fewer than ``n`` prompts are new.
+        """
+        check_count("n", n)
+        seen = set(used.prompts if isinstance(used, PromptSet) else used)
+        rows = []
+        for row, prompt in enumerate(self.prompts):
+            if prompt not in seen:
+                seen.add(prompt)
+                rows.append(row)
+        if len(rows) < n:
+            raise ValueError(
+                f"only {len(rows)} of {len(self)} prompts are new (not used, not repeated); "
+                f"{n} were asked for: generate more"
+            )
+        return self.subset(rows[:n])

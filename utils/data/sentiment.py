@@ -29,6 +29,22 @@ POSITIVE_VERBS = ("loved", "enjoyed", "liked", "adored")
 NEGATIVE_VERBS = ("hated", "disliked", "despised", "loathed")
 
 
+# Other sentiment words, none of them above nor a verdict word: reviews made of them are
+# held out from reviews made of the words above (``toy_movie_reviews(words="held out")``).
+HELD_OUT_POSITIVE_ADJECTIVES = ("superb", "delightful", "charming", "nice", "clever",
+                                "splendid", "enjoyable", "incredible", "stunning", "sweet")
+
+
+HELD_OUT_NEGATIVE_ADJECTIVES = ("dull", "silly", "painful", "annoying", "dumb",
+                                "nasty", "rotten", "messy", "cheap", "slow")
+
+
+HELD_OUT_POSITIVE_VERBS = ("admired", "cherished", "appreciated", "praised")
+
+
+HELD_OUT_NEGATIVE_VERBS = ("mocked", "dreaded", "rejected", "feared")
+
+
 # After "This movie is", these words carry the verdict.
 POSITIVE_ANSWERS = (" great", " amazing", " good", " excellent", " awesome")
 
@@ -68,16 +84,24 @@ def sentiment_score(logits: Tensor, positive_ids: Tensor, negative_ids: Tensor) 
     return last[:, positive_ids.to(last.device)].mean(-1) - last[:, negative_ids.to(last.device)].mean(-1)
 
 
-def toy_movie_reviews(model: Any, n_prompts: int = 16, *, seed: int = 0) -> SentimentDataset:
+def toy_movie_reviews(
+    model: Any, n_prompts: int = 16, *, seed: int = 0, words: str = "standard"
+) -> SentimentDataset:
     """Balanced positive / negative ToyMovieReview prompts of one token length.
 
     Words that are not a single token (with their leading space) for the loaded
     tokenizer are left out, so every prompt has the same length. Deterministic for a
     given ``seed``.
 
+    Args:
+        words: ``"standard"`` (:data:`POSITIVE_ADJECTIVES` and the other lists) or
+            ``"held out"`` (the ``HELD_OUT_`` lists, which share no word with them):
+            evaluation reviews held out from the reviews that selected some heads, word
+            for word.
+
     Raises:
-        ValueError: ``n_prompts`` is not an even int >= 2, or a class has no
-            single-token adjective, verb or verdict word.
+        ValueError: ``n_prompts`` is not an even int >= 2, an unknown ``words``, or a
+            class has no single-token adjective, verb or verdict word.
     """
     if isinstance(n_prompts, bool) or not isinstance(n_prompts, int) or n_prompts < 2 or n_prompts % 2:
         raise ValueError(f"n_prompts must be an even number >= 2 (half positive, half negative), got {n_prompts!r}")
@@ -87,9 +111,16 @@ def toy_movie_reviews(model: Any, n_prompts: int = 16, *, seed: int = 0) -> Sent
     def singles(words: Sequence[str]) -> list[str]:
         return [w for w in words if is_single_token(model, " " + w)]
 
+    if words == "standard":
+        lists = (POSITIVE_ADJECTIVES, POSITIVE_VERBS, NEGATIVE_ADJECTIVES, NEGATIVE_VERBS)
+    elif words == "held out":
+        lists = (HELD_OUT_POSITIVE_ADJECTIVES, HELD_OUT_POSITIVE_VERBS,
+                 HELD_OUT_NEGATIVE_ADJECTIVES, HELD_OUT_NEGATIVE_VERBS)
+    else:
+        raise ValueError(f'words must be "standard" or "held out", got {words!r}')
     pools = {
-        1: (singles(POSITIVE_ADJECTIVES), singles(POSITIVE_VERBS)),
-        0: (singles(NEGATIVE_ADJECTIVES), singles(NEGATIVE_VERBS)),
+        1: (singles(lists[0]), singles(lists[1])),
+        0: (singles(lists[2]), singles(lists[3])),
     }
     for label, (adjectives, verbs) in pools.items():
         if not adjectives or not verbs:

@@ -265,3 +265,132 @@ def agreement_sentences(model: Any, n_prompts: int = 32, *, seed: int = 0) -> Ag
         subject_plural=plural_subject,
         attractor_plural=torch.tensor(attractor_plural),
     )
+
+
+# ---------------------------------------------------------------------------
+# Where a word ends: split words against whole words
+# ---------------------------------------------------------------------------
+
+#: Nouns (animals, instruments, household things) of which a tokenizer splits some into
+#: pieces and keeps others whole: the pool of :func:`word_end_prompts`.
+WORD_END_NOUNS = (
+    "armadillo platypus iguana wombat porcupine flamingo axolotl narwhal okapi pangolin "
+    "aardvark capybara chinchilla salamander tarantula ocelot meerkat wolverine mongoose "
+    "jackal lemur manatee anteater chameleon gecko hyena ibis koala mandrill marmoset "
+    "nightingale opossum quokka scorpion tapir toucan vulture gazelle hedgehog hamster "
+    "ferret badger beaver otter alpaca llama walrus pelican raccoon penguin giraffe "
+    "kangaroo hippopotamus rhinoceros crocodile alligator buffalo cheetah leopard jaguar "
+    "panther gorilla chimpanzee orangutan baboon squirrel chipmunk porpoise dolphin "
+    "octopus jellyfish starfish seahorse lobster oyster sparrow pigeon parrot peacock "
+    "ostrich emu albatross woodpecker hummingbird falcon buzzard magpie raven heron stork "
+    "crane swan goose duck turkey rooster donkey mule camel bison moose reindeer antelope "
+    "weasel skunk mole shrew bat hare rabbit lizard tortoise turtle snake cobra python "
+    "viper toad frog newt beetle butterfly moth dragonfly grasshopper cricket caterpillar "
+    "ladybug mosquito termite saxophone accordion trombone xylophone harpsichord clarinet "
+    "tambourine ukulele banjo bagpipe kazoo oboe bassoon cello violin trumpet tuba "
+    "harmonica mandolin chandelier hammock toboggan gondola kayak canoe wheelbarrow "
+    "umbrella telescope microscope thermometer trampoline escalator bulldozer typewriter "
+    "lantern saucepan spatula colander teapot kettle toaster blender wardrobe cupboard "
+    "armchair mattress pillow blanket carpet curtain"
+).split()
+
+
+#: Openings of different token lengths: each prompt takes the one that brings it to the
+#: common length.
+WORD_END_OPENINGS = ("We saw", "Then we saw", "And then we saw", "And then we also saw")
+
+
+@dataclass(kw_only=True)
+class WordEndDataset(PromptSet):
+    """List prompts "We saw a F1, a F2, an F3, a WORD" that end on the last piece of WORD,
+    where the next token is the list's comma (``answer_ids``): predicting it needs the
+    model to know that the pieces so far make a whole word.
+
+    The first half of the prompts end on a **split** word (``is_split`` True: exactly two
+    pieces), the second half on a **whole** word (one token); prompt ``i`` of the first
+    half and prompt ``i + n`` of the second share their fillers (a matched pair). Every
+    prompt has one token length (an opening of the right length makes up for the
+    pieces), so the last position is always the word's last piece. ``positions`` holds
+    ``"word"`` (the word's first piece) and ``"END"`` (its last piece); ``words`` names
+    each prompt's word."""
+
+    is_split: Tensor
+    words: list[str]
+    PER_PROMPT: ClassVar[tuple[str, ...]] = ("is_split", "words")
+
+
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
+def word_end_prompts(
+    model: Any, n_pairs: int = 32, *, seed: int = 0, exclude: Sequence[str] = ()
+) -> WordEndDataset:
+    """``n_pairs`` matched pairs of list prompts, one ending on a word the tokenizer
+    splits in two, one on a word it keeps whole (see :class:`WordEndDataset`), for the
+    causal test of subword-merge heads. Words are drawn from :data:`WORD_END_NOUNS`
+    without repetition; the fillers are other whole words. Deterministic for a given
+    ``seed``.
+
+    Args:
+        exclude: words never used (e.g. those that selected the heads).
+
+    Raises:
+        ValueError: bad ``n_pairs`` or ``seed``, fewer than ``n_pairs`` split or
+            ``n_pairs + 3`` whole words for this tokenizer, or no opening that brings a
+            prompt to the common length.
+    """
+    check_count("n_pairs", n_pairs)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed must be an int, got {seed!r}")
+    if isinstance(exclude, str):
+        raise TypeError("exclude must be a list of words, not one string")
+    excluded = {w.strip().lower() for w in exclude}
+    pool = [w for w in WORD_END_NOUNS if w not in excluded]
+    pieces = {w: piece_ids(model, " " + w) for w in pool}
+    split_words = [w for w in pool if len(pieces[w]) == 2]
+    whole_words = [w for w in pool if len(pieces[w]) == 1]
+    if len(split_words) < n_pairs or len(whole_words) < n_pairs + 3:
+        raise ValueError(
+            f"this tokenizer splits {len(split_words)} of the words in two and keeps {len(whole_words)} "
+            f"whole; {n_pairs} pairs need {n_pairs} and {n_pairs + 3}"
+        )
+    comma = single_token_id(model, ",")
+    rng = random.Random(seed)
+    targets_split = rng.sample(split_words, n_pairs)
+    targets_whole = rng.sample(whole_words, n_pairs)
+    fillers = []
+    for whole in targets_whole:
+        others = [w for w in whole_words if w != whole]
+        fillers.append(rng.sample(others, 3))
+    openings = {len(encode(model, o)): o for o in reversed(WORD_END_OPENINGS)}
+    shortest = min(openings)
+    texts, sequences, words, firsts = [], [], [], []
+    for half in (targets_split, targets_whole):
+        for word, (a, b, c) in zip(half, fillers):
+            # the prompt without its opening: ", a F1, a F2, a F3, a" then the word's pieces
+            body = piece_ids(model, f" {_article(a)} {a}, {_article(b)} {b}, {_article(c)} {c}, {_article(word)}")
+            needed = shortest + 1 - (len(pieces[word]) - 1)  # the opening's length, BOS counted
+            if needed not in openings:
+                raise ValueError(f"no opening of {needed} tokens for this tokenizer: {sorted(openings)}")
+            head = encode(model, openings[needed])
+            sequences.append(head + body + pieces[word])
+            firsts.append(len(head) + len(body))
+            texts.append(f"{openings[needed]} {_article(a)} {a}, {_article(b)} {b}, {_article(c)} {c}, {_article(word)} {word}")
+            words.append(word)
+    if len({len(s) for s in sequences}) != 1:
+        raise ValueError("the fillers did not tokenise to one length for this tokenizer")
+    tokens = torch.tensor(sequences, dtype=torch.long)
+    n = 2 * n_pairs
+    return WordEndDataset(
+        prompts=texts,
+        tokens=tokens,
+        lengths=torch.full((n,), tokens.shape[1], dtype=torch.long),
+        answer_ids=torch.full((n,), comma, dtype=torch.long),
+        positions={
+            "word": torch.tensor(firsts, dtype=torch.long),
+            "END": torch.full((n,), tokens.shape[1] - 1, dtype=torch.long),
+        },
+        is_split=torch.arange(n) < n_pairs,
+        words=words,
+    )

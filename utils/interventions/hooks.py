@@ -7,8 +7,8 @@ Four kinds, each a function returning a hook list (``[(hook_name, hook)]``):
   or another run's activations (:func:`source_values`). Ablation and patching are this.
 * :func:`add_to_residual_hooks` and :func:`add_to_heads_hooks` - add a vector.
 * :func:`project_out_of_heads_hooks` - remove a direction from chosen heads' writes.
-* :func:`attention_knockout_hooks` and :func:`equalize_attention_hooks` - change where
-  heads attend.
+* :func:`attention_knockout_hooks`, :func:`local_window_hooks` and
+  :func:`equalize_attention_hooks` - change where heads attend.
 
 Every builder takes ``rows``, a ``LongTensor`` of batch rows to act on (``None``: every
 row), so that batched variants of a run (:mod:`utils.interventions.runner`) each get
@@ -39,6 +39,7 @@ __all__ = [
     "attention_knockout_hooks",
     "check_directions",
     "equalize_attention_hooks",
+    "local_window_hooks",
     "project_out_of_heads_hooks",
     "replace_heads_hooks",
     "residual_hook_name",
@@ -457,6 +458,58 @@ def attention_knockout_hooks(
         return scores
 
     return [(get_act_name("attn_scores", layer), hook) for layer in layer_list]
+
+
+def local_window_hooks(
+    model: Any,
+    heads: Iterable[Head],
+    window: int,
+    *,
+    rows: Tensor | Sequence[int] | None = None,
+    keep_first: bool = True,
+) -> HookList:
+    """Restrict the chosen heads to a local window: every query computed in the run may
+    attend only to the keys less than ``window`` positions back (``query - key <
+    window``), and to the first token (BOS) when ``keep_first``.
+
+    The scores of the other keys are set to ``-inf`` before the softmax, so each row is
+    renormalised over the keys left: the head behaves as if its key-value cache had been
+    truncated to the window (the compression that RazorAttention, Tang et al. 2024,
+    applies to all but the retrieval heads). Under a
+    :class:`~utils.interventions.runner.PrefixRun` only the positions after the prefix
+    are computed, so only they are restricted.
+
+    Args:
+        heads: ``(layer, head)`` pairs (query heads).
+        window: the number of most recent keys each query keeps (itself included), ``>= 1``.
+        rows: restrict only these batch rows; ``None`` restricts every row.
+        keep_first: keep key 0 (the attention sink) visible from every query.
+    """
+    grouped = by_layer(model, heads)
+    if not grouped:
+        raise ValueError("no heads given")
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        raise ValueError(f"window must be an int >= 1, got {window!r}")
+    row_index = _check_rows(rows)
+
+    def make(head_indices: list[int]) -> Callable[..., Tensor]:
+        def hook(scores: Tensor, hook: Any) -> Tensor:
+            n_queries, n_keys = scores.shape[-2:]
+            device = scores.device
+            queries = torch.arange(n_keys - n_queries, n_keys, device=device)  # after a prefix, the last ones
+            keys = torch.arange(n_keys, device=device)
+            far = keys[None, :] <= queries[:, None] - window  # (query, key)
+            if keep_first:
+                far[:, 0] = False
+            targets = _rows_of(row_index, scores.shape[0], device)
+            index = torch.tensor(head_indices, device=device)
+            selected = scores[targets[:, None], index[None, :]]  # a copy: (rows, k, query, key)
+            scores[targets[:, None], index[None, :]] = selected.masked_fill(far, float("-inf"))
+            return scores
+
+        return hook
+
+    return [(get_act_name("attn_scores", layer), make(indices)) for layer, indices in grouped.items()]
 
 
 def equalize_attention_hooks(
