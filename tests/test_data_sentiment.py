@@ -4,7 +4,14 @@ import pytest
 import torch
 
 from data_checks import assert_prompt_set
-from utils.data.sentiment import SentimentDataset, sentiment_score, split_reviews_by_adjective, toy_movie_reviews
+from utils.data.sentiment import (
+    MOVIE_REVIEW_TEMPLATE,
+    REVIEW_NOUNS,
+    SentimentDataset,
+    sentiment_score,
+    split_reviews_by_adjective,
+    toy_movie_reviews,
+)
 
 torch.set_grad_enabled(False)
 
@@ -85,3 +92,25 @@ def test_embedded_model_follows_review_sentiment(embedded_model):
     positive, negative = scores[data.labels == 1], scores[data.labels == 0]
     print(f"positive reviews {positive.mean():.2f}, negative reviews {negative.mean():.2f}")
     assert positive.mean() - negative.mean() > 1.0
+
+
+def test_toy_movie_reviews_distinct_with_nouns(any_model):
+    data = toy_movie_reviews(any_model, 40, seed=1, nouns=REVIEW_NOUNS, distinct=True)
+    assert len(set(data.prompts)) == 40 and data.labels.tolist() == [1, 0] * 20
+    assert_prompt_set(data, any_model, again=toy_movie_reviews(any_model, 40, seed=1, nouns=REVIEW_NOUNS, distinct=True))
+    rows = torch.arange(40)
+    adjectives = [any_model.tokenizer.decode([t]).strip() for t in data.tokens[rows, data.positions["adjective"]]]
+    assert all(f" was {a}," in p for a, p in zip(adjectives, data.prompts))
+    # the noun sits at both places of the template, and several nouns are used
+    used = {p.split()[3] for p in data.prompts}
+    assert len(used) > 1 and used <= set(REVIEW_NOUNS)
+    assert all(p.endswith(f"This {p.split()[3]} is") for p in data.prompts)
+    # one noun and no distinctness: the survey's template, as before
+    plain = toy_movie_reviews(any_model, 8, seed=0)
+    assert all(p.startswith("I thought this movie was") and p.endswith("This movie is") for p in plain.prompts)
+    assert toy_movie_reviews(any_model, 8, seed=0, nouns=["movie"]).prompts == plain.prompts
+    assert MOVIE_REVIEW_TEMPLATE == "I thought this movie was {ADJ}, I {VERB} it. Conclusion: This movie is"
+    with pytest.raises(ValueError, match="combinations"):
+        toy_movie_reviews(any_model, 2 * 10**4, nouns=REVIEW_NOUNS, distinct=True)
+    with pytest.raises(ValueError, match="nouns"):
+        toy_movie_reviews(any_model, 4, nouns="movie")

@@ -35,6 +35,8 @@ from utils.core.norms import (
     post_norm_gain,
     post_norm_scale,
     qk_norm_note,
+    rms_normalise,
+    rms_scale,
 )
 from utils.interventions.ablation import ablation_values
 from utils.interventions.effects import head_effects, write_change, write_change_names
@@ -91,6 +93,16 @@ def test_head_writes_sum_to_hook_attn_out(run):
     for layer in range(model.cfg.n_layers):
         expected = (cache[get_act_name("attn_out", layer)] - bias_write(model, cache, layer))[:, at]
         assert_close(writes[:, :, layer].sum(dim=2), expected)
+
+
+def test_rms_normalise_is_torchs_rms_norm_without_gain(run):
+    model, _, _, cache, _, _ = run
+    resid = cache[get_act_name("resid_pre", model.cfg.n_layers // 2)].float()
+    for eps in (1e-6, 1e-5):
+        expected = torch.nn.functional.rms_norm(resid, (model.cfg.d_model,), eps=eps)
+        assert_close(rms_normalise(resid, eps), expected)
+        assert_close(resid / rms_scale(resid, eps), expected)
+    assert rms_scale(resid).shape == (*resid.shape[:-1], 1)
 
 
 def test_post_norm_scale_is_recomputed_when_not_cached(run):

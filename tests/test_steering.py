@@ -11,12 +11,10 @@ from utils.interventions.hooks import (
     project_out_of_heads_hooks,
 )
 from utils.interventions.steering import (
-    generate_with_hooks,
     greedy_continuations,
     head_addition_sweep,
     removed_direct_effect,
     steering_sweep,
-    steering_sweep_from_layer,
 )
 from utils.attribution.dla import direct_contributions
 from utils.analysis.directions import (
@@ -229,8 +227,21 @@ def test_head_addition_sweep_matches_separate_runs(any_model):
             hooks = add_to_heads_hooks(any_model, heads, z_dirs, 2.0)
             alone = metric(any_model.run_with_hooks(tokens, fwd_hooks=hooks))
             assert torch.allclose(swept[index], alone, atol=1e-3)
+    # At chosen positions (here different per prompt) the positions before the earliest
+    # one are computed once: the same values as separate plain runs.
+    at = torch.tensor([tokens.shape[1] - 1, tokens.shape[1] - 3])
+    swept = head_addition_sweep(any_model, tokens, head_sets, z_dirs, metric, scale=2.0, positions=at,
+                                last_position_only=True)
+    with torch.no_grad():
+        for index, heads in enumerate(head_sets):
+            hooks = add_to_heads_hooks(any_model, heads, z_dirs, 2.0, positions=at)
+            alone = metric(any_model.run_with_hooks(tokens, fwd_hooks=hooks))
+            assert torch.allclose(swept[index], alone, atol=1e-3)
+            assert not torch.allclose(alone, metric(any_model(tokens)), atol=1e-3)
     with pytest.raises(ValueError, match="empty"):
         head_addition_sweep(any_model, tokens, [], z_dirs, metric)
+    with pytest.raises(ValueError, match="positions"):
+        head_addition_sweep(any_model, tokens, head_sets, z_dirs, metric, positions=torch.tensor([0, tokens.shape[1]]))
 
 
 def test_add_to_heads_hooks_changes_one_head_at_one_position(any_model):
@@ -345,32 +356,7 @@ def test_direct_contributions_add_up_to_the_readout(any_model):
         direct_contributions(any_model, cache, torch.ones(3))
 
 
-def test_generate_with_hooks_runs_the_hooks_at_every_step(any_model):
-    tokens = any_model.to_tokens(PROMPTS)
-    texts = generate_with_hooks(any_model, tokens, 3)
-    assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
-    # Greedy: the first generated token is the argmax of a plain forward pass.
-    with torch.no_grad():
-        first = any_model(tokens)[:, -1].argmax(-1)
-    assert all(text.startswith(any_model.tokenizer.decode(t)) for text, t in zip(texts, first))
-    calls = []
-
-    def count(resid, hook):
-        calls.append(resid.shape[1])
-        return resid
-
-    generate_with_hooks(any_model, tokens, 3, [(get_act_name("resid_pre", 0), count)])
-    assert len(calls) == 3  # the prompt, then one call per new token
-    # A large steering vector changes what is generated.
-    push = 50 * any_model.W_U[:, first[0]].detach()
-    steered = generate_with_hooks(any_model, tokens, 3, add_to_residual_hooks(any_model, any_model.cfg.n_layers, -push, start_pos=1))
-    assert steered != texts
-    with pytest.raises(ValueError, match="n_tokens"):
-        generate_with_hooks(any_model, tokens, 0)
-
-
-
-def test_steering_sweep_from_layer_equals_steering_sweep(any_model):
+def test_steering_sweep_equals_plain_forward_passes(any_model):
     tokens = any_model.to_tokens(PROMPTS)
     generator = torch.Generator().manual_seed(7)
     directions = 10 * torch.randn(3, any_model.cfg.d_model, generator=generator)
@@ -378,32 +364,58 @@ def test_steering_sweep_from_layer_equals_steering_sweep(any_model):
     def metric(logits):
         return logits[:, -1, :5]
 
+    def plain(layer, direction, alpha):
+        """The reference: one forward pass with the addition hook."""
+        hooks = add_to_residual_hooks(any_model, layer, direction, alpha, start_pos=1)
+        with torch.no_grad():
+            return metric(any_model.run_with_hooks(tokens, fwd_hooks=hooks))
+
     alphas = [[-1.0, 0.0, 1.0], [0.5], [-0.5, 2.0]]
     for last_only in (False, True):
-        fast = steering_sweep_from_layer(any_model, tokens, 1, directions, alphas, metric,
-                                         last_position_only=last_only)
-        assert [tuple(v.shape) for v in fast] == [(3, 2, 5), (1, 2, 5), (2, 2, 5)]
-        for direction, row, values in zip(directions, alphas, fast):
-            slow = steering_sweep(any_model, tokens, 1, direction, row, metric, last_position_only=last_only)
-            assert torch.allclose(values, slow, atol=1e-3)
-    shared = steering_sweep_from_layer(any_model, tokens, 0, directions[0], [0.0, 1.0], metric)
-    assert torch.allclose(shared[0], steering_sweep(any_model, tokens, 0, directions[0], [0.0, 1.0], metric), atol=1e-3)
+        swept = steering_sweep(any_model, tokens, 1, directions, alphas, metric, last_position_only=last_only)
+        assert [tuple(v.shape) for v in swept] == [(3, 2, 5), (1, 2, 5), (2, 2, 5)]
+        for direction, row, values in zip(directions, alphas, swept):
+            for alpha, value in zip(row, values):
+                assert torch.allclose(value, plain(1, direction, alpha), atol=1e-3)
+    # one alpha list shared by every direction; one direction alone gives one tensor
+    shared = steering_sweep(any_model, tokens, 0, directions[:2], [0.0, 1.0], metric)
+    single = steering_sweep(any_model, tokens, 0, directions[0], [0.0, 1.0], metric)
+    assert isinstance(single, torch.Tensor) and torch.allclose(shared[0], single, atol=1e-5)
+    assert torch.allclose(single[1], plain(0, directions[0], 1.0), atol=1e-3)
     with pytest.raises(ValueError, match="directions"):
-        steering_sweep_from_layer(any_model, tokens, 1, torch.ones(3), [1.0], metric)
+        steering_sweep(any_model, tokens, 1, torch.ones(3), [1.0], metric)
     with pytest.raises(ValueError, match="alphas"):
-        steering_sweep_from_layer(any_model, tokens, 1, directions, [[1.0]], metric)
+        steering_sweep(any_model, tokens, 1, directions, [[1.0]], metric)
+    with pytest.raises(ValueError, match="alphas"):
+        steering_sweep(any_model, tokens, 1, directions[0], [[1.0]], metric)
     with pytest.raises(ValueError, match="layer"):
-        steering_sweep_from_layer(any_model, tokens, any_model.cfg.n_layers, directions, [1.0], metric)
+        steering_sweep(any_model, tokens, any_model.cfg.n_layers, directions, [1.0], metric)
     with pytest.raises(ValueError, match="one value"):
-        steering_sweep_from_layer(any_model, tokens, 1, directions, [1.0], lambda logits: logits.mean())
+        steering_sweep(any_model, tokens, 1, directions, [1.0], lambda logits: logits.mean())
 
 
-def test_greedy_continuations_equal_generate_with_hooks(any_model):
+def test_greedy_continuations_equal_transformer_lens_generate(any_model):
     tokens = any_model.to_tokens(PROMPTS)
     direction = 10 * torch.randn(any_model.cfg.d_model, generator=torch.Generator().manual_seed(11))
     rows = torch.tensor([0.0, 1.0])
+
+    def reference(hooks):
+        """TransformerLens's own greedy generation under the hooks, without a key/value cache."""
+        with torch.no_grad(), any_model.hooks(fwd_hooks=list(hooks)):
+            generated = any_model.generate(tokens, max_new_tokens=4, do_sample=False, stop_at_eos=False,
+                                           verbose=False, use_past_kv_cache=False, return_type="tokens")
+        return [any_model.tokenizer.decode(row[tokens.shape[1]:]) for row in generated]
+
     for hooks in ([], add_to_residual_hooks(any_model, 1, direction, rows, start_pos=1)):
-        assert greedy_continuations(any_model, tokens, 4, hooks) == generate_with_hooks(any_model, tokens, 4, hooks)
+        assert greedy_continuations(any_model, tokens, 4, hooks) == reference(hooks)
+    texts = greedy_continuations(any_model, tokens, 3)
+    with torch.no_grad():
+        first = any_model(tokens)[:, -1].argmax(-1)
+    assert all(text.startswith(any_model.tokenizer.decode(t)) for text, t in zip(texts, first))
+    # A large steering vector changes what is generated.
+    push = 50 * any_model.W_U[:, first[0]].detach()
+    hooks = add_to_residual_hooks(any_model, any_model.cfg.n_layers, -push, start_pos=1)
+    assert greedy_continuations(any_model, tokens, 3, hooks) != texts
     calls = []
 
     def count(resid, hook):

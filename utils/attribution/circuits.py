@@ -27,7 +27,7 @@ from transformer_lens.utilities import get_act_name
 from utils.core.cache import take_positions
 from utils.core.heads import check_heads
 from utils.core.models import attention_weight
-from utils.core.norms import _norm_eps, norm_gain, post_norm_gain, qk_norm_note, qk_norms, warn_qk_norm
+from utils.core.norms import _norm_eps, norm_gain, post_norm_gain, qk_norm_note, qk_norms, rms_normalise, warn_qk_norm
 from utils.core.positions import check_positions
 
 
@@ -211,10 +211,6 @@ def ov_suppression_scores(
     return hits if per_token else hits.mean(dim=-1)
 
 
-def _rms_normalise(values: Tensor, eps: float = 1e-6) -> Tensor:
-    return values / (values.pow(2).mean(-1, keepdim=True) + eps).sqrt()
-
-
 def qk_prediction_scores(
     model: Any,
     token_ids: Tensor,
@@ -264,8 +260,8 @@ def qk_prediction_scores(
             )
     if query_vectors is None:
         query_vectors = model.W_U[:, token_ids.to(model.W_U.device)].T
-    queries_in = _rms_normalise(query_vectors.float())
-    keys_in = _rms_normalise(key_embeddings.float().to(queries_in.device))
+    queries_in = rms_normalise(query_vectors.float())
+    keys_in = rms_normalise(key_embeddings.float().to(queries_in.device))
     n_heads = model.cfg.n_heads
     own = torch.arange(n)
     hits = torch.zeros(model.cfg.n_layers, n_heads, n)
@@ -287,8 +283,8 @@ def qk_prediction_scores(
             norms = qk_norms(model, layer)
             if norms is not None:
                 q_gain, k_gain = (norm_gain(norm).float().to(q.device) for norm in norms)
-                q = _rms_normalise(q, _norm_eps(model, norms[0])) * q_gain
-                k = _rms_normalise(k, _norm_eps(model, norms[1])) * k_gain
+                q = rms_normalise(q, _norm_eps(model, norms[0])) * q_gain
+                k = rms_normalise(k, _norm_eps(model, norms[1])) * k_gain
             attention = q @ k.transpose(1, 2)  # (heads, queries, keys)
             hits[layer] = (attention.argmax(dim=-1).cpu() == own).float()
     return hits if per_token else hits.mean(dim=-1)

@@ -52,6 +52,8 @@ __all__ = [
     "post_norm_scale_name",
     "qk_norm_note",
     "qk_norms",
+    "rms_normalise",
+    "rms_scale",
     "warn_qk_norm",
 ]
 
@@ -98,6 +100,18 @@ def _norm_eps(model: Any, norm: Any) -> float:
         if value is not None:
             return float(value)
     return float(getattr(model.cfg, "eps", 1e-6))
+
+
+def rms_normalise(values: Tensor, eps: float = 1e-6) -> Tensor:
+    """``values`` divided by their root mean square over the last dimension (``eps``
+    added to the mean square), as an RMS norm does before its gain."""
+    return values / rms_scale(values, eps)
+
+
+def rms_scale(values: Tensor, eps: float = 1e-6) -> Tensor:
+    """The root mean square of ``values`` over the last dimension, ``eps`` added to the
+    mean square: an RMS norm's scale, ``(..., 1)``."""
+    return (values.pow(2).mean(-1, keepdim=True) + eps).sqrt()
 
 
 def post_norm_gain(model: Any, layer: int) -> Tensor | None:
@@ -157,8 +171,7 @@ def post_norm_scale(model: Any, cache: Any, layer: int) -> Tensor | None:
             f"layer {layer} normalises its attention output (ln1_post): the cache needs "
             f"{name}, or {out_name}, or blocks.{layer}.attn.hook_z of every head"
         )
-    out = out.float()
-    return (out.pow(2).mean(-1, keepdim=True) + _norm_eps(model, norm)).sqrt()
+    return rms_scale(out.float(), _norm_eps(model, norm))
 
 
 def post_norm_factor(model: Any, cache: Any, layer: int) -> Tensor | None:
@@ -179,9 +192,8 @@ def apply_post_norm(model: Any, layer: int, out: Tensor) -> Tensor:
     norm = post_attention_norm(model, layer)
     if norm is None:
         return out
-    values = out.float()
-    scale = (values.pow(2).mean(-1, keepdim=True) + _norm_eps(model, norm)).sqrt()
-    return (values / scale * norm_gain(norm).to(values.device)).to(out.dtype)
+    values = rms_normalise(out.float(), _norm_eps(model, norm))
+    return (values * norm_gain(norm).to(values.device)).to(out.dtype)
 
 
 # ---------------------------------------------------------------------------

@@ -4,6 +4,7 @@ adjective and verb, and the sentiment score read from the logits.
 
 from __future__ import annotations
 
+import itertools
 import random
 from dataclasses import dataclass
 from typing import Any, ClassVar, Sequence
@@ -52,7 +53,16 @@ POSITIVE_ANSWERS = (" great", " amazing", " good", " excellent", " awesome")
 NEGATIVE_ANSWERS = (" terrible", " bad", " awful", " boring", " horrible")
 
 
-MOVIE_REVIEW_TEMPLATE = "I thought this movie was {ADJ}, I {VERB} it. Conclusion: This movie is"
+# What is reviewed: words without sentiment, to vary the reviews beyond their sentiment
+# words (``toy_movie_reviews(..., nouns=REVIEW_NOUNS)``).
+REVIEW_NOUNS = ("movie", "film", "show", "series", "story", "episode", "documentary", "sequel")
+
+
+REVIEW_TEMPLATE = "I thought this {NOUN} was {ADJ}, I {VERB} it. Conclusion: This {NOUN} is"
+
+
+# The survey's template: the review of a movie.
+MOVIE_REVIEW_TEMPLATE = REVIEW_TEMPLATE.replace("{NOUN}", "movie")
 
 
 @dataclass(kw_only=True)
@@ -85,7 +95,13 @@ def sentiment_score(logits: Tensor, positive_ids: Tensor, negative_ids: Tensor) 
 
 
 def toy_movie_reviews(
-    model: Any, n_prompts: int = 16, *, seed: int = 0, words: str = "standard"
+    model: Any,
+    n_prompts: int = 16,
+    *,
+    seed: int = 0,
+    words: str = "standard",
+    nouns: Sequence[str] = ("movie",),
+    distinct: bool = False,
 ) -> SentimentDataset:
     """Balanced positive / negative ToyMovieReview prompts of one token length.
 
@@ -98,15 +114,26 @@ def toy_movie_reviews(
             ``"held out"`` (the ``HELD_OUT_`` lists, which share no word with them):
             evaluation reviews held out from the reviews that selected some heads, word
             for word.
+        nouns: what the reviews are about, one drawn per review and used at both places
+            of :data:`REVIEW_TEMPLATE` (e.g. :data:`REVIEW_NOUNS`); the default is the
+            survey's template, :data:`MOVIE_REVIEW_TEMPLATE`. A single noun draws
+            nothing, so the default's prompts do not depend on this argument.
+        distinct: draw each class's (adjective, verb, noun) combinations without
+            replacement, so that no two prompts are the same; by default each word is
+            drawn independently and prompts may repeat.
 
     Raises:
-        ValueError: ``n_prompts`` is not an even int >= 2, an unknown ``words``, or a
-            class has no single-token adjective, verb or verdict word.
+        ValueError: ``n_prompts`` is not an even int >= 2, an unknown ``words``, a class
+            has no single-token adjective, verb or verdict word, no noun is a single
+            token, or ``distinct`` asks for more prompts of a class than it has
+            combinations.
     """
     if isinstance(n_prompts, bool) or not isinstance(n_prompts, int) or n_prompts < 2 or n_prompts % 2:
         raise ValueError(f"n_prompts must be an even number >= 2 (half positive, half negative), got {n_prompts!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"seed must be an int, got {seed!r}")
+    if isinstance(nouns, str) or not isinstance(nouns, Sequence) or not nouns:
+        raise ValueError(f"nouns must be a non-empty sequence of words, got {nouns!r}")
 
     def singles(words: Sequence[str]) -> list[str]:
         return [w for w in words if is_single_token(model, " " + w)]
@@ -125,21 +152,39 @@ def toy_movie_reviews(
     for label, (adjectives, verbs) in pools.items():
         if not adjectives or not verbs:
             raise ValueError(f"no single-token {'positive' if label else 'negative'} words for this tokenizer")
+    kept_nouns = singles(list(dict.fromkeys(nouns)))
+    if not kept_nouns:
+        raise ValueError(f"none of the nouns {list(nouns)} is a single token for this tokenizer")
     positive = [single_token_id(model, w) for w in POSITIVE_ANSWERS if is_single_token(model, w)]
     negative = [single_token_id(model, w) for w in NEGATIVE_ANSWERS if is_single_token(model, w)]
     if not positive or not negative:
         raise ValueError("no single-token positive or negative verdict word for this tokenizer")
     rng = random.Random(seed)
-    prompts, labels = [], []
-    for i in range(n_prompts):
-        label = 1 - i % 2
-        adjectives, verbs = pools[label]
-        prompts.append(MOVIE_REVIEW_TEMPLATE.format(ADJ=rng.choice(adjectives), VERB=rng.choice(verbs)))
-        labels.append(label)
+    labels = [1 - i % 2 for i in range(n_prompts)]
+    if distinct:
+        drawn = {}
+        for label, (adjectives, verbs) in pools.items():
+            combinations = list(itertools.product(adjectives, verbs, kept_nouns))
+            wanted = labels.count(label)
+            if wanted > len(combinations):
+                raise ValueError(
+                    f"distinct=True: {wanted} {'positive' if label else 'negative'} prompts asked for, but this "
+                    f"tokenizer leaves {len(combinations)} combinations of single-token words"
+                )
+            drawn[label] = iter(rng.sample(combinations, wanted))
+        chosen = [next(drawn[label]) for label in labels]
+    else:
+        chosen = []
+        for label in labels:
+            adjectives, verbs = pools[label]
+            adjective, verb = rng.choice(adjectives), rng.choice(verbs)
+            chosen.append((adjective, verb, rng.choice(kept_nouns) if len(kept_nouns) > 1 else kept_nouns[0]))
+    prompts = [REVIEW_TEMPLATE.format(NOUN=noun, ADJ=adjective, VERB=verb) for adjective, verb, noun in chosen]
     tokens = equal_length_tokens(model, prompts, "review")
     # The word's leading space belongs to its token, so the prefix is measured without it.
-    prefix = MOVIE_REVIEW_TEMPLATE.split("{ADJ}")[0].rstrip()
-    verb_prefix = MOVIE_REVIEW_TEMPLATE.split("{VERB}")[0].format(ADJ=pools[1][0][0]).rstrip()
+    template = REVIEW_TEMPLATE.replace("{NOUN}", kept_nouns[0])
+    prefix = template.split("{ADJ}")[0].rstrip()
+    verb_prefix = template.split("{VERB}")[0].format(ADJ=pools[1][0][0]).rstrip()
     label_tensor = torch.tensor(labels)
     answer_ids, wrong_ids = answers_by_label(label_tensor, positive[0], negative[0])
     return SentimentDataset(

@@ -2,8 +2,10 @@
 strengths at once, the direct effect of projecting a direction out of heads, and
 generation under hooks.
 
-The hooks are those of :mod:`utils.interventions.hooks`; every sweep runs its variants
-in one batch through :func:`utils.interventions.runner.run_variants`.
+The hooks are those of :mod:`utils.interventions.hooks`. A residual sweep caches the
+clean run once and resumes it at the steered layer (:mod:`utils.interventions.engine`);
+a head sweep runs its variants in one batch through
+:func:`utils.interventions.runner.run_variants`.
 """
 
 from __future__ import annotations
@@ -26,15 +28,13 @@ from utils.interventions.hooks import (
     unit_for_layer,
 )
 from utils.interventions.engine import cache_run, copy_chunks, run_from_layer
-from utils.interventions.runner import forward_logits, run_variants
+from utils.interventions.runner import PrefixRun, forward_logits, run_prefix_variants, run_variants
 
 __all__ = [
-    "generate_with_hooks",
     "greedy_continuations",
     "head_addition_sweep",
     "removed_direct_effect",
     "steering_sweep",
-    "steering_sweep_from_layer",
 ]
 
 
@@ -46,20 +46,29 @@ def steering_sweep(
     model: Any,
     tokens: Tensor,
     layer: int,
-    direction: Tensor,
-    alphas: Sequence[float],
+    directions: Tensor,
+    alphas: Sequence[float] | Sequence[Sequence[float]],
     metric: PerPromptMetric,
     *,
     start_pos: int = 1,
     last_position_only: bool = False,
-) -> Tensor:
+) -> Tensor | list[Tensor]:
     """``metric`` after adding ``alpha * direction`` to the residual stream entering
-    ``layer`` (at every position from ``start_pos`` on), for every alpha at once.
+    ``layer`` (at every position from ``start_pos`` on), for every alpha, and for one
+    direction or several at once (each with its own alphas).
 
-    All alphas run as variants of one batched forward pass, so keep
-    ``len(alphas) * batch`` moderate: the full logits of that batch are held in memory.
+    Adding to the residual stream entering ``layer`` leaves every earlier block as in
+    the clean run, so the clean run is cached once (:func:`utils.interventions.engine.cache_run`)
+    and every (direction, alpha) copy resumes at ``layer``
+    (:func:`utils.interventions.engine.run_from_layer`), in as few batched runs as the
+    logits budget allows (:func:`utils.interventions.engine.copy_chunks`). The values are
+    those of a plain forward pass with
+    :func:`utils.interventions.hooks.add_to_residual_hooks`, up to float rounding.
 
     Args:
+        directions: ``(d_model,)``, or ``(n_directions, d_model)`` for several.
+        alphas: one sequence of strengths used for every direction, or (with several
+            directions) one sequence per direction (their lengths may differ).
         metric: logits ``(batch, pos, d_vocab)`` -> one value or one row per prompt,
             ``(batch, ...)``, e.g. a :func:`utils.data.sentiment.sentiment_score` closure.
         last_position_only: unembed only the last position (the metric then gets
@@ -67,48 +76,8 @@ def steering_sweep(
             that reads the last position only.
 
     Returns:
-        ``(len(alphas), batch, ...)``.
-    """
-    if len(alphas) == 0:
-        raise ValueError("alphas is empty")
-    variants = {
-        str(index): (lambda rows, alpha=float(alpha): add_to_residual_hooks(
-            model, layer, direction, alpha, start_pos=start_pos, rows=rows))
-        for index, alpha in enumerate(alphas)
-    }
-    return _stack(run_variants(model, tokens, variants, readout=_per_prompt(metric, tokens.shape[0]),
-                               last_position_only=last_position_only))
-
-
-def steering_sweep_from_layer(
-    model: Any,
-    tokens: Tensor,
-    layer: int,
-    directions: Tensor,
-    alphas: Sequence[float] | Sequence[Sequence[float]],
-    metric: PerPromptMetric,
-    *,
-    start_pos: int = 1,
-    last_position_only: bool = False,
-) -> list[Tensor]:
-    """:func:`steering_sweep` for several directions at once, each with its own alphas,
-    computing the blocks before ``layer`` only once.
-
-    Adding to the residual stream entering ``layer`` leaves every earlier block as in
-    the clean run, so the clean run is cached once (:func:`utils.interventions.engine.cache_run`)
-    and every (direction, alpha) copy resumes at ``layer``
-    (:func:`utils.interventions.engine.run_from_layer`), in as few batched runs as the
-    logits budget allows. The values equal :func:`steering_sweep`'s, direction by
-    direction, up to float rounding.
-
-    Args:
-        directions: ``(d_model,)`` or ``(n_directions, d_model)``.
-        alphas: one sequence of strengths used for every direction, or one sequence per
-            direction (their lengths may differ).
-        metric, start_pos, last_position_only: as in :func:`steering_sweep`.
-
-    Returns:
-        One tensor per direction, ``(len(alphas of that direction), batch, ...)``.
+        For one ``(d_model,)`` direction, ``(len(alphas), batch, ...)``; for
+        ``(n_directions, d_model)``, one such tensor per direction.
     """
     if not isinstance(tokens, Tensor) or tokens.ndim != 2:
         raise ValueError("tokens must be a (batch, pos) tensor of token ids")
@@ -124,10 +93,13 @@ def steering_sweep_from_layer(
     alphas = list(alphas)
     if alphas and all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in alphas):
         per_direction = [[float(a) for a in alphas]] * len(rows)
-    else:
+    elif directions.ndim == 2 and alphas and all(isinstance(row, Sequence) for row in alphas):
         per_direction = [[float(a) for a in row] for row in alphas]
-    if len(per_direction) != len(rows) or any(len(row) == 0 for row in per_direction):
-        raise ValueError("alphas must be a non-empty sequence, or one non-empty sequence per direction")
+    else:
+        per_direction = []
+    if not per_direction or len(per_direction) != len(rows) or any(len(row) == 0 for row in per_direction):
+        raise ValueError("alphas must be a non-empty sequence of numbers, or (with several directions) "
+                         "one non-empty sequence per direction")
     run = cache_run(model, tokens, last_position_only=last_position_only)
     base = run.resid_pre[layer]  # (batch, pos, d_model)
     copies = [(d, alpha) for d, row in enumerate(per_direction) for alpha in row]
@@ -145,7 +117,7 @@ def steering_sweep_from_layer(
     for row in per_direction:
         out.append(torch.stack(values[start : start + len(row)]))
         start += len(row)
-    return out
+    return out[0] if directions.ndim == 1 else out
 
 
 def _per_prompt(metric: PerPromptMetric, batch: int):
@@ -177,11 +149,16 @@ def head_addition_sweep(
 
     Every set is one variant (a set may hold one head or several); all variants run in
     one batched forward pass (see :func:`utils.interventions.hooks.add_to_heads_hooks`,
-    also for what a post-attention norm does to the addition).
+    also for what a post-attention norm does to the addition). With ``positions``, the
+    positions before the earliest changed one are computed once and shared by every
+    variant (:class:`utils.interventions.runner.PrefixRun`): adding at the last position
+    only runs the last token per variant.
 
     Args:
         positions: ``LongTensor[batch]``, change only this position of each prompt;
-            ``None`` changes every position.
+            ``None`` changes every position. The metric then gets the logits from the
+            earliest of these positions on (all of them with ``last_position_only``,
+            only the last), since the earlier ones are not recomputed.
         last_position_only: as in :func:`steering_sweep`.
 
     Returns:
@@ -189,14 +166,27 @@ def head_addition_sweep(
     """
     if len(head_sets) == 0:
         raise ValueError("head_sets is empty")
+    if not isinstance(tokens, Tensor) or tokens.ndim != 2:
+        raise ValueError("tokens must be a (batch, pos) tensor of token ids")
     sets = [check_heads(model, heads) for heads in head_sets]
+    readout = _per_prompt(metric, tokens.shape[0])
+    prefix = None
+    if positions is not None:
+        at = check_positions("positions", positions, tokens.shape[0], tokens.shape[1])
+        if int(at.min()) >= 1:
+            # Nothing before the first changed position moves: compute it once.
+            prefix = PrefixRun(model, tokens, int(at.min()))
+            if prefix.uses_cache:  # the runs then start at prefix_len, and so do the hooks' positions
+                positions = at - prefix.prefix_len
     variants = {
         str(index): (lambda rows, heads=heads: add_to_heads_hooks(
             model, heads, z_directions, scale, positions=positions, rows=rows))
         for index, heads in enumerate(sets)
     }
-    return _stack(run_variants(model, tokens, variants, readout=_per_prompt(metric, tokens.shape[0]),
-                               last_position_only=last_position_only))
+    if prefix is not None:
+        return _stack(run_prefix_variants(model, prefix, variants, readout=readout,
+                                          last_position_only=last_position_only))
+    return _stack(run_variants(model, tokens, variants, readout=readout, last_position_only=last_position_only))
 
 
 def removed_direct_effect(
@@ -248,33 +238,18 @@ def removed_direct_effect(
     return total / scale
 
 
-def generate_with_hooks(model: Any, tokens: Tensor, n_tokens: int, fwd_hooks: HookList = ()) -> list[str]:
-    """Greedy continuation of each prompt, ``n_tokens`` long, with the hooks active at
-    every step (TransformerLens's ``generate``).
-
-    The key/value cache is off, so every step runs the whole sequence again and a hook
-    that acts by position (``add_to_residual_hooks(..., start_pos=1)``) sees the same
-    positions as in a plain forward pass, generated tokens included. With the cache,
-    each step would show the hooks only the newest token, at local position 0.
-    """
-    if isinstance(n_tokens, bool) or not isinstance(n_tokens, int) or n_tokens < 1:
-        raise ValueError(f"n_tokens must be a positive int, got {n_tokens!r}")
-    with torch.no_grad(), model.hooks(fwd_hooks=list(fwd_hooks)):
-        generated = model.generate(
-            tokens, max_new_tokens=n_tokens, do_sample=False, stop_at_eos=False, verbose=False,
-            use_past_kv_cache=False, return_type="tokens",
-        )
-    return [model.tokenizer.decode(row[tokens.shape[1]:]) for row in generated]
-
-
 def greedy_continuations(model: Any, tokens: Tensor, n_tokens: int, fwd_hooks: HookList = ()) -> list[str]:
-    """The greedy continuations of :func:`generate_with_hooks`, computed more cheaply.
+    """Greedy continuation of each prompt, ``n_tokens`` long, with the hooks active at
+    every step: the tokens TransformerLens's ``generate`` (``do_sample=False``, no
+    key/value cache) would produce under the same hooks, computed more cheaply.
 
-    Each step runs the whole sequence again with the hooks active, as there (no
-    key/value cache, so position-wise hooks see the same positions as in a plain
-    forward pass), but unembeds only the last position (``logits_to_keep=1``): with a
-    large vocabulary (Gemma 3's 262,144 tokens) the full logits of every step are most
-    of the work. Every row continues its own prompt; ``tokens`` must not be padded.
+    Each step runs the whole sequence again with the hooks active, so a hook that acts
+    by position (``add_to_residual_hooks(..., start_pos=1)``) sees the same positions as
+    in a plain forward pass, generated tokens included (with a key/value cache it would
+    see only the newest token, at local position 0). Each step unembeds only the last
+    position (``logits_to_keep=1``): with a large vocabulary (Gemma 3's 262,144 tokens)
+    the full logits of every step are most of the work. Every row continues its own
+    prompt; ``tokens`` must not be padded.
     """
     if isinstance(n_tokens, bool) or not isinstance(n_tokens, int) or n_tokens < 1:
         raise ValueError(f"n_tokens must be a positive int, got {n_tokens!r}")
