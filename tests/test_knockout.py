@@ -339,3 +339,26 @@ def test_run_prefix_variants_reuses_the_prefix(any_model):
         run_prefix_variants(any_model, prefix.with_copies(2), variants)
     with pytest.raises(ValueError, match="PrefixRun of one copy"):
         run_prefix_variants(any_model, tokens, variants)
+
+
+def test_prefix_runs_batch_few_variants_when_the_cache_is_large(any_model, monkeypatch):
+    import utils.interventions.runner as runner
+
+    batch, prefix_len = 4, 10
+    cfg = any_model.cfg
+    kv_heads = getattr(cfg, "n_key_value_heads", None) or cfg.n_heads
+    per_variant = cfg.n_layers * batch * prefix_len * kv_heads * cfg.d_head * 2 * 4
+    monkeypatch.setattr(runner, "PREFIX_CACHE_BUDGET_BYTES", 3 * per_variant)
+    assert runner.prefix_variants_per_run(any_model, batch, prefix_len) == 3
+    assert runner.prefix_variants_per_run(any_model, 2 * batch, prefix_len) == 1
+    monkeypatch.setattr(runner, "PREFIX_CACHE_BUDGET_BYTES", 1)
+    assert runner.prefix_variants_per_run(any_model, batch, prefix_len) == 1  # never fewer than one
+    # the default batching of run_prefix_variants then gives the same values as any other
+    tokens = any_model.to_tokens(["The capital of France is", "The capital of Italy is"])
+    variants = {k: (lambda rows, h=h: last_position_mean_ablation_hooks(any_model, h, tokens, rows=rows) if h else [])
+                for k, h in {"none": [], "a": [(0, 0)], "b": [(1, 1), (0, 1)]}.items()}
+    prefix = PrefixRun(any_model, tokens, tokens.shape[1] - 1)
+    one_at_a_time = run_prefix_variants(any_model, prefix, variants)
+    all_together = run_prefix_variants(any_model, prefix, variants, variants_per_run=3)
+    for name in variants:
+        assert torch.allclose(one_at_a_time[name], all_together[name], atol=1e-4)

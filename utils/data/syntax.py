@@ -17,6 +17,16 @@ from utils.data.tokens import bos_id, encode, is_single_token, pad_right, piece_
 # ---------------------------------------------------------------------------
 
 
+#: A paragraph of rare nouns, many of which a tokenizer splits into pieces: the text on
+#: which chapter 02 scores subword-merge heads (chapter 11 selects its heads on it too).
+SPLIT_WORD_PARAGRAPH = (
+    "At the zoo we saw a walrus, a pelican, a platypus, an iguana, a raccoon, "
+    "a wombat, a porcupine, a flamingo and an armadillo. Later a musician played "
+    "the saxophone, the accordion and the trombone under a chandelier, while a boy "
+    "rested in a hammock and dreamed of a kayak, a gondola and a toboggan."
+)
+
+
 def word_spans(model: Any, text: str) -> list[tuple[int, int]]:
     """The words of ``text`` as inclusive ``(first, last)`` token positions, BOS counted.
 
