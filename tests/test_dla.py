@@ -183,6 +183,11 @@ def test_attribution_by_key_sums_to_the_head_dla(run):
     attention = cache[get_act_name("pattern", layer)][:, head, -1]
     expected = attention * along / cache[get_act_name("scale")][:, -1]
     assert_close(per_key[:, layer, head], expected)
+    keys = torch.tensor([1, tokens.shape[1] - 1])
+    one_key = head_attribution_by_key(model, cache, directions, keys=keys)
+    assert_close(one_key, per_key[torch.arange(2), ..., keys])
+    with pytest.raises(ValueError, match="keys"):
+        head_attribution_by_key(model, cache, directions, keys=torch.tensor([0, tokens.shape[1]]))
 
 
 def test_frozen_final_norm_bad_input(run):

@@ -305,7 +305,7 @@ def component_direct_logit_attribution(
 
 
 def head_attribution_by_key(
-    model: Any, cache: Any, directions: Tensor, positions: Tensor | None = None
+    model: Any, cache: Any, directions: Tensor, positions: Tensor | None = None, *, keys: Tensor | None = None
 ) -> Tensor:
     """Each head's direct logit attribution at ``positions``, split by the key it read from.
 
@@ -322,11 +322,23 @@ def head_attribution_by_key(
         positions: the query position of each prompt (``LongTensor[batch]``, e.g.
             ``positions["END"]`` of right-padded prompts); ``None`` for the last.
 
+        keys: one key position per prompt (``LongTensor[batch]``, e.g. where a given
+            word sits): return only the part read from that key.
+
     Returns:
-        ``(batch, n_layers, n_heads, key_pos)``.
+        ``(batch, n_layers, n_heads, key_pos)``, or ``(batch, n_layers, n_heads)`` with ``keys``.
+
+    Raises:
+        ValueError: ``keys`` is not one position per prompt inside the prompts.
     """
-    along = head_writes(model, cache, positions, directions=directions, by_key=True)
-    return frozen_final_norm(cache, along, positions)
+    along = frozen_final_norm(cache, head_writes(model, cache, positions, directions=directions, by_key=True), positions)
+    if keys is None:
+        return along
+    batch, n_keys = along.shape[0], along.shape[-1]
+    keys = check_positions("keys", keys, batch, n_keys)
+    if keys.ndim != 1:
+        raise ValueError(f"keys must hold one position per prompt, shape ({batch},)")
+    return along[torch.arange(batch), ..., keys.to(along.device)]
 
 
 @dataclass

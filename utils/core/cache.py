@@ -18,6 +18,7 @@ from utils.core.positions import check_positions
 
 __all__ = [
     "attention_and_dla_filter",
+    "attention_values_and_dla_filter",
     "n_cached_layers",
     "resolve_positions",
     "single_position_cache",
@@ -37,6 +38,18 @@ def attention_and_dla_filter(name: str) -> bool:
     return (
         name.endswith("attn.hook_pattern")
         or name.endswith("attn.hook_z")
+        or name.endswith("ln1_post.hook_scale")
+        or name == get_act_name("scale")
+    )
+
+
+def attention_values_and_dla_filter(name: str) -> bool:
+    """``names_filter`` for what a direct logit attribution split by key reads
+    (:func:`utils.attribution.dla.head_attribution_by_key`): attention patterns, values
+    (``hook_v``), the final norm's scale and the post-attention norms' scales."""
+    return (
+        name.endswith("attn.hook_pattern")
+        or name.endswith("attn.hook_v")
         or name.endswith("ln1_post.hook_scale")
         or name == get_act_name("scale")
     )
