@@ -22,6 +22,7 @@ from utils.attribution.dla import (
     head_writes,
     logit_difference_direction,
 )
+from utils.core.cache import attention_values_and_dla_filter
 
 torch.set_grad_enabled(False)
 
@@ -189,6 +190,22 @@ def test_attribution_by_key_sums_to_the_head_dla(run):
     with pytest.raises(ValueError, match="keys"):
         head_attribution_by_key(model, cache, directions, keys=torch.tensor([0, tokens.shape[1]]))
 
+
+
+def test_attention_values_and_dla_filter_caches_what_attribution_by_key_reads(run):
+    """The filter keeps patterns, values and the norms' scales and nothing else, and a
+    cache it filtered gives the same split by key as the full cache."""
+    model, tokens, cache, correct, _, _ = run
+    _, filtered = model.run_with_cache(tokens, names_filter=attention_values_and_dla_filter)
+    # TransformerLens 4 also caches the values under their new name, "attn.v.hook_out".
+    others = ("hook_z", "resid", "mlp", "hook_q", "hook_k", "hook_attn_scores")
+    unexpected = [name for name in filtered.keys() if any(part in name for part in others)]
+    assert not unexpected, unexpected
+    assert get_act_name("pattern", 0) in filtered and get_act_name("v", 0) in filtered
+    assert get_act_name("scale") in filtered
+    assert get_act_name("z", 0) not in filtered and get_act_name("resid_post", 0) not in filtered
+    directions = model.W_U[:, correct].T
+    assert_close(head_attribution_by_key(model, filtered, directions), head_attribution_by_key(model, cache, directions))
 
 def test_frozen_final_norm_bad_input(run):
     model, _, cache, *_ = run

@@ -30,9 +30,9 @@ from torch import Tensor
 from transformer_lens.utilities import get_act_name
 
 from utils.attribution.circuits import expand_kv_heads
-from utils.core.cache import resolve_positions, take_positions
+from utils.core.cache import attention_values_and_dla_filter, resolve_positions, take_positions
 from utils.core.models import attention_weight
-from utils.core.norms import post_norm_factor, post_norm_scale_name
+from utils.core.norms import post_norm_factor
 from utils.core.positions import check_positions
 
 # ---------------------------------------------------------------------------
@@ -408,10 +408,7 @@ def attribution_by_source(
     for index in range(n_prompts):
         if not bool(subject[index].any()) or bool((subject[index] & ~inside[index]).any()):
             raise ValueError(f"prompt {index}: the subject positions must lie in [1, {int(end[index])}]")
-    wanted = {get_act_name("scale")}
-    for layer in range(model.cfg.n_layers):
-        wanted |= {get_act_name("pattern", layer), get_act_name("v", layer), post_norm_scale_name(layer)}
-    _, cache = model.run_with_cache(tokens, names_filter=lambda name: name in wanted)
+    _, cache = model.run_with_cache(tokens, names_filter=attention_values_and_dla_filter)
     directions = model.W_U[:, answer_ids].T
     if baseline_ids is not None:
         directions = directions - model.W_U[:, baseline_ids.to(model.W_U.device)].mean(dim=1)[None, :]
